@@ -1,0 +1,25 @@
+"""Readable config errors: every problem on one line, named by its key path (data.synthetic.seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+
+
+def config_errors(config: dict, schema_path: str | Path) -> list[str]:
+    """One line per schema violation, sorted, each starting with the dotted key it concerns."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    lines = []
+    for error in Draft202012Validator(schema).iter_errors(config):
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        if error.validator == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(known))
+            for key in unknown:
+                key_path = f"{where}.{key}" if error.absolute_path else key
+                lines.append(f"{key_path}: unknown key (allowed here: {', '.join(known)})")
+        else:
+            lines.append(f"{where}: {error.message}")
+    return sorted(lines)

@@ -1,0 +1,76 @@
+"""Write the conda environment files from requirements.lock, so their versions are the lock's.
+
+Each environment is one concern: the closure of a few top-level packages, pinned as in the lock.
+Run inside the project's virtual environment (it reads installed metadata to follow requirements):
+    python envs/render.py
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, requires
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+HERE = Path(__file__).parent
+CONCERNS = {
+    "data": ["polars", "pyarrow", "datasets", "huggingface-hub"],
+    "train": ["torch", "transformers", "tokenizers", "accelerate", "safetensors", "tensorboard",
+              "lm-eval", "datasets", "polars", "pyarrow", "tqdm"],
+}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonical(name)] = version
+    return pins
+
+
+def closure(roots: list[str], pins: dict[str, str]) -> set[str]:
+    """Every locked package that `roots` need, following installed metadata (extras excluded)."""
+    seen, todo = set(), [canonical(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in pins:
+            continue
+        seen.add(name)
+        try:
+            needs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for spec in needs:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return seen
+
+
+def render(concern: str, pins: dict[str, str]) -> str:
+    lines = [
+        f"# conda environment '{concern}', generated from requirements.lock by envs/render.py: do not edit.",
+        f"name: amber-repro-{concern}",
+        "channels:",
+        "  - conda-forge",
+        "  - nodefaults",
+        "dependencies:",
+        "  - python=3.11",
+        "  - pip",
+        "  - pip:",
+    ]
+    lines += [f"      - {name}=={pins[name]}" for name in sorted(closure(CONCERNS[concern], pins))]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    lock = read_lock(HERE.parent / "requirements.lock")
+    for concern in CONCERNS:
+        (HERE / f"{concern}.yaml").write_text(render(concern, lock))
+        print(f"wrote envs/{concern}.yaml")

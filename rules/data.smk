@@ -1,0 +1,67 @@
+# Data stage: raw PKU-SafeRLHF (or its synthetic stand-in) -> preference pairs and SFT targets.
+
+if config["data"]["source"] == "hub":
+
+    localrules:
+        download_data,
+
+    rule download_data:
+        # Runs on the submit host: compute nodes often have no internet. HF_TOKEN is read from the
+        # environment by huggingface_hub and never written anywhere.
+        output:
+            raw=raw_files(),
+            source=f"{RAW_DIR}/source.json",
+        log:
+            "results/logs/download_data.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            dataset=config["data"]["hub"]["dataset"],
+            revision=config["data"]["hub"]["revision"],
+            splits=hub_split_flags(),
+            out_dir=folder_of("source"),
+        shell:
+            "python -m amber_repro download-data --dataset {params.dataset} "
+            "--revision {params.revision} {params.splits} --out-dir {params.out_dir} > {log} 2>&1"
+
+else:
+
+    rule synthesize_data:
+        input:
+            code=stage_code("synthetic"),
+        output:
+            raw=raw_files(),
+            source=f"{RAW_DIR}/source.json",
+        log:
+            "results/logs/synthesize_data.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            seed=config["data"]["synthetic"]["seed"],
+            train_rows=config["data"]["synthetic"]["train_rows"],
+            test_rows=config["data"]["synthetic"]["test_rows"],
+            out_dir=folder_of("source"),
+        shell:
+            "python -m amber_repro synthesize --seed {params.seed} --train-rows {params.train_rows} "
+            "--test-rows {params.test_rows} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule filter_pairs:
+    input:
+        raw=raw_files(),
+        source=f"{RAW_DIR}/source.json",
+        code=stage_code("filtering"),
+    output:
+        pairs=expand(f"{DATA_DIR}/pairs-{{split}}.parquet", split=SPLITS),
+        sft=expand(f"{DATA_DIR}/sft-{{split}}.parquet", split=SPLITS),
+        manifest=f"{DATA_DIR}/manifest.json",
+    log:
+        "results/logs/filter_pairs.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        on_malformed=config["data"]["on_malformed"],
+        out_dir=folder_of("manifest"),
+    shell:
+        "python -m amber_repro filter --raw {input.raw} --source {input.source} "
+        "--out-dir {params.out_dir} --on-malformed {params.on_malformed} > {log} 2>&1"
