@@ -10,8 +10,13 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/sft.smk"
+include: "rules/ref_logps.smk"
+include: "rules/dpo.smk"
 
 
 rule all:
     input:
         data_targets(),
+        DPO_MODEL,

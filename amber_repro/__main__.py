@@ -6,33 +6,42 @@ import argparse
 import importlib
 import sys
 
+from amber_repro.errors import AmberError
+
 # stage name -> (module, argument builder, entry point, one-line help)
 STAGES = {
     "download-data": ("amber_repro.download", "add_data_arguments", "main_data", "fetch PKU-SafeRLHF at a pinned revision"),
     "download-model": ("amber_repro.download", "add_model_arguments", "main_model", "fetch a base model at a pinned revision"),
     "synthesize": ("amber_repro.synthetic", "add_arguments", "main", "generate the embedded synthetic dataset"),
     "filter": ("amber_repro.filtering", "add_arguments", "main", "raw rows -> preference pairs and SFT targets"),
+    "base-model": ("amber_repro.base_model", "add_arguments", "main", "build the embedded tiny LLaMA and its tokenizer"),
+    "sft": ("amber_repro.sft", "add_arguments", "main", "supervised finetuning on the SFT targets"),
+    "ref-logps": ("amber_repro.ref_logps", "add_arguments", "main", "the frozen SFT model's log-probs of every pair"),
+    "dpo": ("amber_repro.dpo", "add_arguments", "main", "DPO (and IPO, conservative, reference-free) training"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; only the named stage's module is imported (so `filter` never loads torch)."""
     parser = argparse.ArgumentParser(prog="python -m amber_repro", description=__doc__)
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (module_name, add_arguments, _, help_text) in STAGES.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        getattr(importlib.import_module(module_name), add_arguments)(sub)
+        if name == stage:
+            getattr(importlib.import_module(module_name), add_arguments)(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((a for a in argv if a in STAGES), None)).parse_args(argv)
     module_name, _, entry, _ = STAGES[args.stage]
     module = importlib.import_module(module_name)
     try:
         getattr(module, entry)(args)
-    except getattr(module, "DataError", ()) as error:
+    except AmberError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)
     return 0
 
 

@@ -14,8 +14,8 @@ def config_errors(config: dict, schema_path: str | Path) -> list[str]:
     lines = []
     for error in Draft202012Validator(schema).iter_errors(config):
         where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        if error.validator == "additionalProperties":
-            known = sorted(error.schema.get("properties", {}))
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            known = sorted(declared_keys(error.schema, schema))
             unknown = sorted(set(error.instance) - set(known))
             for key in unknown:
                 key_path = f"{where}.{key}" if error.absolute_path else key
@@ -23,3 +23,16 @@ def config_errors(config: dict, schema_path: str | Path) -> list[str]:
         else:
             lines.append(f"{where}: {error.message}")
     return sorted(lines)
+
+
+def declared_keys(node: dict, root: dict) -> set[str]:
+    """Keys a schema object declares, including those it takes from `allOf` and local `$ref`s."""
+    keys = set(node.get("properties", {}))
+    if "$ref" in node:
+        target = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        keys |= declared_keys(target, root)
+    for sub in node.get("allOf", []):
+        keys |= declared_keys(sub, root)
+    return keys

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import polars as pl
 
+from amber_repro.errors import DataError
 from amber_repro.provenance import read_json, sha256_file, software_versions, write_json
 
 TEXT_COLUMNS = ("prompt", "response_0", "response_1")
 LABEL_COLUMNS = ("is_response_0_safe", "is_response_1_safe")
 REQUIRED_COLUMNS = TEXT_COLUMNS + LABEL_COLUMNS
 ROW = "source_row"
-
-
-class DataError(ValueError):
-    """Raw data that cannot be filtered as the recipe says; the message names file, row and column."""
 
 
 def read_raw(path: Path) -> pl.DataFrame:

@@ -1,9 +1,11 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from amber_repro.codedeps import stage_files
 from amber_repro.configuration import config_errors
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -22,15 +24,32 @@ except WorkflowError:
 SPLITS = ["train", "test"]
 RAW_DIR = "results/raw/pku-saferlhf"
 DATA_DIR = "results/ambersafe/data"
+BASE_MODEL = "results/base_model"
+SFT_MODEL = "results/ambersafe/sft"
+REF_LOGPS_DIR = "results/ambersafe/ref_logps"
+DPO_MODEL = "results/ambersafe/dpo"
+# Resumable checkpoints live outside the outputs: Snakemake deletes a job's outputs before it runs.
+STATE_DIR = "results/ambersafe/.state"
 PACKAGE_DIR = Path(workflow.basedir) / "amber_repro"
 
 
 def stage_code(*modules):
-    """The package files a stage runs, as inputs: editing one reruns that stage and what follows."""
-    shared = ["__init__.py", "__main__.py", "provenance.py"]
-    return [
-        str(PACKAGE_DIR / name) for name in [*shared, *(f"{m}.py" for m in modules)]
-    ]
+    """The package files a stage runs (found from its imports), as inputs: editing one reruns that
+    stage and what depends on it, nothing else."""
+    return stage_files(PACKAGE_DIR, *(f"amber_repro.{m}" for m in modules))
+
+
+def cli_flags(*sections):
+    """Config sections as the stage's command-line flags: {"max_grad_norm": 10} -> --max-grad-norm 10."""
+    flags = []
+    for section in sections:
+        for key, value in section.items():
+            name = key.replace("_", "-")
+            if isinstance(value, bool):
+                flags.append(f"--{name}" if value else f"--no-{name}")
+            else:
+                flags.append(f"--{name} {shlex.quote(str(value))}")
+    return " ".join(flags)
 
 
 def folder_of(output_name):

@@ -1,0 +1,110 @@
+"""Supervised finetuning on one target per prompt (sft-train.parquet), the reference's way.
+
+Read top to bottom: tokenize, load, restore a checkpoint if this same run was interrupted, then one
+loop over optimizer steps (gradient accumulation inside), logging, checkpointing, and a final
+save_pretrained folder with a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from amber_repro import training as T
+from amber_repro.checkpointing import load_checkpoint, run_fingerprint, save_checkpoint
+from amber_repro.export import model_card, write_model_dir
+from amber_repro.logprobs import sequence_logps, sft_loss
+from amber_repro.provenance import read_json, sha256_file
+from amber_repro.tokenization import collate, tokenize_sft
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="sft-train.parquet (prompt, response)")
+    T.add_training_arguments(parser, batch_size=64, gradient_accumulation_steps=2, lr=2e-7)
+
+
+def main(args: argparse.Namespace) -> None:
+    procs = T.processes()
+    micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    tokenizer = T.load_tokenizer(args.model)
+    frame = pl.read_parquet(args.data)
+    examples = [tokenize_sft(tokenizer, p, r, T.limits(args)) for p, r in frame.select("prompt", "response").iter_rows()]
+
+    model = T.load_model(args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing)
+    optimizer = T.build_optimizer(model, args.lr)
+    scheduler = T.build_scheduler(optimizer, args.warmup_steps)
+    fingerprint = run_fingerprint("sft", T.training_settings(args), [args.model, args.data])
+    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler)
+    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
+    sigterm = T.SigtermFlag()
+
+    total = T.steps_per_epoch(len(examples), args.batch_size) * args.n_epochs
+    if args.max_steps is not None:
+        total = min(total, args.max_steps)
+    progress = tqdm(total=total, initial=start_step, desc="sft", unit="step", mininterval=5, disable=not procs.is_main)
+    step, tokens, started = start_step, 0, time.perf_counter()
+    for step, indices in T.global_batches(len(examples), args.batch_size, args.seed, args.n_epochs, start_step):
+        if step >= total:
+            break
+        model.train()
+        step_loss = 0.0
+        for chunk in T.micro_batches(indices, micro, procs):
+            batch = {k: v.to(procs.device) for k, v in collate([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
+            with T.autocast(args, procs.device):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = sft_loss(sequence_logps(logits, batch["labels"])) / args.gradient_accumulation_steps
+            T.check_finite(loss, step, args.state_dir)
+            loss.backward()
+            step_loss += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
+        metrics.log(step + 1, {"loss": step_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                               "examples": (step + 1) * args.batch_size})
+        progress.update(1)
+        if (step + 1) % args.checkpoint_every == 0 or sigterm.requested:
+            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler)
+        if sigterm.requested:
+            sigterm.stop(args.state_dir, step + 1)
+        step += 1
+    progress.close()
+    metrics.close()
+    seconds = time.perf_counter() - started
+
+    if procs.is_main:
+        settings = T.training_settings(args)
+        source = _source_of(args.model)
+        results = {"optimizer steps": step, "final loss": _last_loss(metrics.path), "train tokens/s (this process)": tokens / max(seconds, 1e-9)}
+        card = model_card(
+            "AmberSafe SFT (amber-repro)",
+            "Supervised finetuning on the safe (chosen) response of the last kept PKU-SafeRLHF row of each prompt, "
+            "with the DPO reference implementation's tokenization (no BOS, EOS appended, prompt masked) and loss "
+            "(negative summed response log-likelihood).",
+            base_model=source, data={"sft data": args.data, "sha256": sha256_file(args.data)}, settings=settings, results=results,
+        )
+        record = {"stage": "sft", "settings": settings, "base_model": source,
+                  "inputs": {str(args.data): sha256_file(args.data)}, "results": results}
+        write_model_dir(model, tokenizer, args.out_dir, card, record,
+                        extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})
+        shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
+        print(f"sft: {step} optimizer steps in {seconds:.1f} s; saved {args.out_dir}")
+
+
+def _source_of(model_dir: Path) -> str:
+    """What a model folder was made from, for the card: its own record if amber-repro wrote it."""
+    for name in ("amber_repro.json", "amber_repro_source.json"):
+        if (model_dir / name).exists():
+            record = read_json(model_dir / name)
+            return record.get("model") or f"{model_dir} ({record.get('stage', 'base')})"
+    return str(model_dir)
+
+
+def _last_loss(path: Path) -> float | None:
+    import json
+
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["loss"] if lines else None

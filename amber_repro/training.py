@@ -1,0 +1,224 @@
+"""Building blocks shared by the SFT and DPO loops (each loop stays explicit in its own module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from amber_repro.errors import NonFiniteLossError, StopRequested
+from amber_repro.tokenization import Limits
+
+PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, batch_size: int, gradient_accumulation_steps: int, lr: float) -> None:
+    """Flags common to SFT and DPO; defaults are the recipe's (RECIPE.md)."""
+    parser.add_argument("--model", type=Path, required=True, help="save_pretrained folder to start from")
+    parser.add_argument("--out-dir", type=Path, required=True, help="the final save_pretrained folder")
+    parser.add_argument("--state-dir", type=Path, required=True, help="resumable checkpoints and live logs")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="GLOBAL examples per optimizer step")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=gradient_accumulation_steps)
+    parser.add_argument("--n-epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup-steps", type=int, default=150)
+    parser.add_argument("--max-grad-norm", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-prompt-length", type=int, default=256)
+    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                        help="float32 (the recipe's policy precision) or bf16 autocast")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    """The settings that decide a run's result (paths and checkpoint cadence excluded)."""
+    excluded = {"model", "out_dir", "state_dir", "checkpoint_every", "stage"}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in excluded}
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    return Limits(args.max_length, args.max_prompt_length)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a (possibly distributed) run."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def processes() -> Processes:
+    """Read rank and world size as torchrun / accelerate launch set them; one CPU process otherwise."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return Processes(rank, world, torch.device("cuda", local))
+    return Processes(rank, world, torch.device("cpu"))
+
+
+def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:
+    """Per-process micro-batch under the DPO reference's convention (batch_size is global)."""
+    per_step = gradient_accumulation_steps * world_size
+    if batch_size % per_step:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by gradient_accumulation_steps "
+            f"{gradient_accumulation_steps} x processes {world_size}"
+        )
+    return batch_size // per_step
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return n_examples // batch_size  # the last partial batch is dropped, as in the reference
+
+
+def global_batches(n_examples: int, batch_size: int, seed: int, n_epochs: int, start_step: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """(optimizer step, example indices) for every full batch, shuffled each epoch from the seed.
+
+    The order depends only on (seed, epoch), so a resumed run continues with exactly the batches an
+    uninterrupted run would have seen.
+    """
+    per_epoch = steps_per_epoch(n_examples, batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"{n_examples} examples make no full batch of {batch_size}")
+    for epoch in range(start_step // per_epoch, n_epochs):
+        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+        for index in range(per_epoch):
+            step = epoch * per_epoch + index
+            if step >= start_step:
+                yield step, order[index * batch_size : (index + 1) * batch_size]
+
+
+def micro_batches(indices: list[int], micro_batch: int, procs: Processes) -> list[list[int]]:
+    """This process's micro-batches of one global batch (rank r takes every world_size-th slice)."""
+    chunks = [indices[i : i + micro_batch] for i in range(0, len(indices), micro_batch)]
+    return chunks[procs.rank :: procs.world_size]
+
+
+def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(model.parameters(), lr=lr)  # the reference's default optimizer
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over warmup_steps, then constant (the reference's schedule, step counted from 0)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+
+
+def autocast(args: argparse.Namespace, device: torch.device):
+    enabled = args.precision == "bf16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def load_model(path: Path, dtype: torch.dtype, device: torch.device, gradient_checkpointing: bool = False):
+    """A causal LM from a local save_pretrained folder: safetensors only, no remote code, no hub."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model.to(device)
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # LLaMA has no pad token; padding is masked anyway
+    return tokenizer
+
+
+def check_finite(loss: torch.Tensor, step: int, state_dir: Path) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at optimizer step {step + 1}; stopped. The last good checkpoint "
+            f"(if any) is kept in {state_dir}"
+        )
+
+
+def optimizer_step(model, optimizer, scheduler, max_grad_norm: float) -> float:
+    """Clip, step, schedule, zero; returns the gradient norm before clipping."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm.item()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class SigtermFlag:
+    """Turns SIGTERM (what SLURM sends before a time limit) into a flag the loop checks each step."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def stop(self, state_dir: Path, step: int):
+        raise StopRequested(f"SIGTERM: saved a checkpoint at optimizer step {step} in {state_dir}; rerun to resume")
+
+
+class MetricsLog:
+    """Per-step metrics as JSONL and TensorBoard events in the state folder (they survive a kill)."""
+
+    def __init__(self, state_dir: Path, start_step: int, enabled: bool = True):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.enabled = enabled
+        self.path = state_dir / "metrics.jsonl"
+        if not enabled:
+            return
+        state_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.path.exists():  # drop what a killed run logged after its last checkpoint
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        if start_step == 0:
+            shutil.rmtree(state_dir / "tensorboard", ignore_errors=True)
+        self.writer = SummaryWriter(str(state_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                values[name] = str(value)
+            else:
+                self.writer.add_scalar(name, value, step)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **values}, sort_keys=True) + "\n")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.writer.close()
+
+    def copy_to(self, out_dir: Path) -> None:
+        if self.enabled:
+            shutil.copy2(self.path, out_dir / "metrics.jsonl")
+            shutil.copytree(self.path.parent / "tensorboard", out_dir / "tensorboard", dirs_exist_ok=True)

@@ -1,0 +1,28 @@
+# Direct preference optimisation from the SFT checkpoint against the stored reference log-probs.
+
+
+rule dpo:
+    input:
+        model=SFT_MODEL,
+        pairs=f"{DATA_DIR}/pairs-train.parquet",
+        ref_logps=f"{REF_LOGPS_DIR}/train.parquet",
+        eval_pairs=f"{DATA_DIR}/pairs-test.parquet",
+        eval_ref_logps=f"{REF_LOGPS_DIR}/test.parquet",
+        code=stage_code("dpo"),
+    output:
+        directory(DPO_MODEL),
+    log:
+        "results/logs/dpo.log",
+    benchmark:
+        "results/benchmarks/dpo.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: workflow.cores
+    params:
+        state_dir=f"{STATE_DIR}/dpo",
+        flags=cli_flags(config["dpo"], config["tokenization"]),
+    shell:
+        "python -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
+        "--ref-logps {input.ref_logps} --eval-pairs {input.eval_pairs} "
+        "--eval-ref-logps {input.eval_ref_logps} --out-dir {output} "
+        "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

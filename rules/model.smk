@@ -1,0 +1,40 @@
+# The base model: LLM360/AmberChat at a pinned revision, or the embedded tiny LLaMA.
+
+if config["base_model"]["source"] == "hub":
+
+    localrules:
+        download_base_model,
+
+    rule download_base_model:
+        # Runs on the submit host; training jobs read the folder with local_files_only.
+        output:
+            directory(BASE_MODEL),
+        log:
+            "results/logs/download_base_model.log",
+        conda:
+            "../envs/train.yaml"
+        params:
+            name=config["base_model"]["hub"]["name"],
+            revision=config["base_model"]["hub"]["revision"],
+        shell:
+            "python -m amber_repro download-model --name {params.name} --revision {params.revision} "
+            "--out-dir {output} > {log} 2>&1"
+
+else:
+
+    rule build_tiny_model:
+        input:
+            pairs=f"{DATA_DIR}/pairs-train.parquet",
+            sft=f"{DATA_DIR}/sft-train.parquet",
+            code=stage_code("base_model"),
+        output:
+            directory(BASE_MODEL),
+        log:
+            "results/logs/build_tiny_model.log",
+        conda:
+            "../envs/train.yaml"
+        params:
+            flags=cli_flags(config["base_model"]["tiny"]),
+        shell:
+            "python -m amber_repro base-model --pairs {input.pairs} --sft {input.sft} "
+            "--out-dir {output} {params.flags} > {log} 2>&1"

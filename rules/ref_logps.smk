@@ -1,0 +1,23 @@
+# Reference log-probs: the frozen SFT model scores every pair once; DPO reads the result.
+
+
+rule ref_logps:
+    input:
+        model=SFT_MODEL,
+        pairs=f"{DATA_DIR}/pairs-{{split}}.parquet",
+        code=stage_code("ref_logps"),
+    output:
+        logps=f"{REF_LOGPS_DIR}/{{split}}.parquet",
+        record=f"{REF_LOGPS_DIR}/{{split}}.json",
+    log:
+        "results/logs/ref_logps-{split}.log",
+    benchmark:
+        "results/benchmarks/ref_logps-{split}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: workflow.cores
+    params:
+        flags=cli_flags(config["reference"], config["tokenization"]),
+    shell:
+        "python -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
+        "--out {output.logps} {params.flags} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# Supervised finetuning on one safe target per prompt.
+
+
+rule sft:
+    input:
+        data=f"{DATA_DIR}/sft-train.parquet",
+        model=BASE_MODEL,
+        code=stage_code("sft"),
+    output:
+        directory(SFT_MODEL),
+    log:
+        "results/logs/sft.log",
+    benchmark:
+        "results/benchmarks/sft.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: workflow.cores
+    params:
+        state_dir=f"{STATE_DIR}/sft",
+        flags=cli_flags(config["sft"], config["tokenization"]),
+    shell:
+        "python -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
+        "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"
