@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import yaml
@@ -36,3 +37,16 @@ def declared_keys(node: dict, root: dict) -> set[str]:
     for sub in node.get("allOf", []):
         keys |= declared_keys(sub, root)
     return keys
+
+
+def cli_flags(*sections: dict) -> str:
+    """Config sections as a stage's command-line flags: {"max_grad_norm": 10} -> --max-grad-norm 10."""
+    flags = []
+    for section in sections:
+        for key, value in section.items():
+            name = key.replace("_", "-")
+            if isinstance(value, bool):
+                flags.append(f"--{name}" if value else f"--no-{name}")
+            else:
+                flags.append(f"--{name} {shlex.quote(str(value))}")
+    return " ".join(flags)

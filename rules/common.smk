@@ -1,12 +1,11 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
-import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from amber_repro.codedeps import stage_files
-from amber_repro.configuration import config_errors
+from amber_repro.configuration import cli_flags, config_errors
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -37,19 +36,6 @@ def stage_code(*modules):
     """The package files a stage runs (found from its imports), as inputs: editing one reruns that
     stage and what depends on it, nothing else."""
     return stage_files(PACKAGE_DIR, *(f"amber_repro.{m}" for m in modules))
-
-
-def cli_flags(*sections):
-    """Config sections as the stage's command-line flags: {"max_grad_norm": 10} -> --max-grad-norm 10."""
-    flags = []
-    for section in sections:
-        for key, value in section.items():
-            name = key.replace("_", "-")
-            if isinstance(value, bool):
-                flags.append(f"--{name}" if value else f"--no-{name}")
-            else:
-                flags.append(f"--{name} {shlex.quote(str(value))}")
-    return " ".join(flags)
 
 
 def folder_of(output_name):

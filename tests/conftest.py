@@ -48,3 +48,11 @@ class Workdir:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Workdir:
     return Workdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Workdir:
+    """The embedded-default DAG built once, through Snakemake, for every test that reads its outputs."""
+    built = Workdir(tmp_path_factory.mktemp("pipeline"))
+    built.snakemake("results/ambersafe/dpo")
+    return built

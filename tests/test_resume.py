@@ -1,0 +1,139 @@
+"""Interrupted training: SIGKILL and resume gives the same weights; SIGTERM saves and exits non-zero;
+a NaN loss stops with the step named and keeps the last good checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from amber_repro.errors import NonFiniteLossError
+
+COMMON = ["--max-length", "128", "--max-prompt-length", "64", "--warmup-steps", "3", "--lr", "1e-3",
+          "--checkpoint-every", "4", "--gradient-accumulation-steps", "2"]
+
+
+def stage_command(stage: str, pipeline, out: Path) -> list[str]:
+    root = pipeline.path / "results"
+    data = root / "ambersafe/data"
+    if stage == "sft":
+        args = ["sft", "--data", data / "sft-train.parquet", "--model", root / "base_model",
+                "--batch-size", "8", "--n-epochs", "2"]
+    else:
+        args = ["dpo", "--model", root / "ambersafe/sft", "--pairs", data / "pairs-train.parquet",
+                "--ref-logps", root / "ambersafe/ref_logps/train.parquet", "--eval-pairs", data / "pairs-test.parquet",
+                "--eval-ref-logps", root / "ambersafe/ref_logps/test.parquet", "--batch-size", "8",
+                "--n-epochs", "1", "--max-steps", "48", "--eval-every", "20", "--eval-examples", "32", "--precision", "float32"]
+    return [sys.executable, "-m", "amber_repro", *map(str, args), *COMMON,
+            "--out-dir", str(out / "model"), "--state-dir", str(out / "state")]
+
+
+def run_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=run_env(), timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def start_and_signal_after_first_checkpoint(command: list[str], state: Path, signum: int) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env())
+    deadline = time.monotonic() + 300
+    while not (state / "checkpoint" / "trainer_state.pt").exists():
+        assert process.poll() is None, f"finished before its first checkpoint: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    return process
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pipeline, tmp_path_factory):
+    """Final weights of an uninterrupted run per stage, computed once per stage on first use."""
+    runs = {}
+
+    def folder(stage: str) -> Path:
+        if stage not in runs:
+            runs[stage] = tmp_path_factory.mktemp(f"{stage}-uninterrupted")
+            run(stage_command(stage, pipeline, runs[stage]))
+        return runs[stage]
+
+    return folder
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(stage, uninterrupted, pipeline, tmp_path):
+    reference = uninterrupted(stage)
+    command = stage_command(stage, pipeline, tmp_path)
+    killed = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "model").exists()
+    resumed = run(command)
+    assert "resuming from" in resumed.stdout
+    step = int(resumed.stdout.split("at optimizer step ")[1].split()[0])
+    assert step >= 4
+    assert same_weights(tmp_path / "model", reference / "model")
+    # The resumed run's log has every step exactly once.
+    steps = [int(line.split('"step": ')[1].split(",")[0].rstrip("}")) for line in
+             (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero(uninterrupted, pipeline, tmp_path):
+    """SFT only: SIGTERM handling is the shared training.SigtermFlag, the same in DPO."""
+    reference = uninterrupted("sft")
+    command = stage_command("sft", pipeline, tmp_path)
+    stopped = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGTERM)
+    assert stopped.returncode == 143
+    assert "SIGTERM: saved a checkpoint at optimizer step" in stopped.stderr.read()
+    saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
+    assert saved["step"] >= 4
+    run(command)
+    assert same_weights(tmp_path / "model", reference / "model")
+
+
+def test_changed_settings_do_not_resume_another_runs_checkpoint(pipeline, tmp_path):
+    command = stage_command("sft", pipeline, tmp_path)
+    start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
+    changed = [*command[:-4], "--lr", "5e-4", *command[-4:]]
+    result = run(changed)
+    assert "ignoring checkpoint" in result.stdout and "resuming from" not in result.stdout
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pipeline, tmp_path, monkeypatch):
+    from amber_repro import __main__ as cli
+    from amber_repro import sft
+
+    calls = {"n": 0}
+    real_loss = sft.sft_loss
+
+    def loss_turning_nan(logps):
+        calls["n"] += 1
+        loss = real_loss(logps)
+        return loss * float("nan") if calls["n"] > 10 else loss  # 2 micro-batches a step: step 6 is NaN
+
+    monkeypatch.setattr(sft, "sft_loss", loss_turning_nan)
+    argv = [str(a) for a in stage_command("sft", pipeline, tmp_path)[3:]]
+    args = cli.build_parser("sft").parse_args(argv)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6"):
+        sft.main(args)
+    saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
+    assert saved["step"] == 4
+    assert not (tmp_path / "model").exists()
+    assert isinstance(args, argparse.Namespace)
