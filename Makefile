@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: run test lint lock
 
 run: $(VENV)/.installed
-	snakemake --cores $(CORES)
+	snakemake --cores $(CORES) results/ambersafe/eval.json
 
 test: $(VENV)/.installed
 	python -m pytest -q

@@ -8,15 +8,18 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "rules/captions/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/sft.smk"
 include: "rules/ref_logps.smk"
 include: "rules/dpo.smk"
+include: "rules/eval.smk"
 
 
 rule all:
     input:
-        data_targets(),
-        DPO_MODEL,
+        final_targets(),

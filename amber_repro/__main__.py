@@ -18,6 +18,10 @@ STAGES = {
     "sft": ("amber_repro.sft", "add_arguments", "main", "supervised finetuning on the SFT targets"),
     "ref-logps": ("amber_repro.ref_logps", "add_arguments", "main", "the frozen SFT model's log-probs of every pair"),
     "dpo": ("amber_repro.dpo", "add_arguments", "main", "DPO (and IPO, conservative, reference-free) training"),
+    "eval": ("amber_repro.evaluation", "add_arguments", "main", "lm-eval + safety task + DPO rewards -> eval.json"),
+    "eval-datasets": ("amber_repro.eval_datasets", "add_arguments", "main", "fill the datasets cache for lm-eval tasks"),
+    "generate": ("amber_repro.generations", "add_arguments", "main", "greedy generations for held-out prompts"),
+    "plots": ("amber_repro.plots", "add_arguments", "main", "training curves and the eval table for the report"),
 }
 
 

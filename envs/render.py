@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 CONCERNS = {
     "data": ["polars", "pyarrow", "datasets", "huggingface-hub"],
     "train": ["torch", "transformers", "tokenizers", "accelerate", "safetensors", "tensorboard",
-              "lm-eval", "datasets", "polars", "pyarrow", "tqdm"],
+              "lm-eval", "datasets", "polars", "pyarrow", "tqdm", "matplotlib"],
 }
 
 

@@ -27,6 +27,8 @@ BASE_MODEL = "results/base_model"
 SFT_MODEL = "results/ambersafe/sft"
 REF_LOGPS_DIR = "results/ambersafe/ref_logps"
 DPO_MODEL = "results/ambersafe/dpo"
+EVAL_DIR = "results/ambersafe"
+MODEL_DIRS = {"base": BASE_MODEL, "sft": SFT_MODEL, "dpo": DPO_MODEL}
 # Resumable checkpoints live outside the outputs: Snakemake deletes a job's outputs before it runs.
 STATE_DIR = "results/ambersafe/.state"
 PACKAGE_DIR = Path(workflow.basedir) / "amber_repro"
@@ -60,3 +62,48 @@ def data_targets():
 def hub_split_flags():
     splits = config["data"]["hub"]["splits"]
     return " ".join(f"--split {ours}={theirs}" for ours, theirs in splits.items())
+
+
+def eval_models():
+    """The checkpoints config["eval"]["models"] names, as {name: folder}."""
+    return {name: MODEL_DIRS[name] for name in config["eval"]["models"]}
+
+
+def eval_inputs(wildcards):
+    """Inputs of the eval job: each model, the held-out pairs and their reference log-probs, and the
+    prepared datasets cache when harness tasks are configured."""
+    inputs = {
+        **eval_models(),
+        "pairs": f"{DATA_DIR}/pairs-test.parquet",
+        "ref_logps": f"{REF_LOGPS_DIR}/test.parquet",
+        "code": stage_code("evaluation"),
+    }
+    if config["eval"]["harness_tasks"]:
+        inputs["datasets"] = f"{EVAL_DIR}/eval_datasets.json"
+    return inputs
+
+
+def model_flags(names):
+    return " ".join(f"--model {name}={MODEL_DIRS[name]}" for name in names)
+
+
+def task_flags():
+    return " ".join(f"--task {task}" for task in config["eval"]["harness_tasks"])
+
+
+def eval_flags():
+    settings = {k: config["eval"][k] for k in ("batch_size", "bootstrap_iters")}
+    if config["eval"]["limit"] is not None:
+        settings["limit"] = config["eval"]["limit"]
+    dpo = {"beta": config["dpo"]["beta"], "loss": config["dpo"]["loss"]}
+    return cli_flags(settings, dpo, config["tokenization"])
+
+
+def final_targets():
+    return [
+        f"{EVAL_DIR}/eval.json",
+        f"{EVAL_DIR}/generations.md",
+        f"{EVAL_DIR}/report/sft_curves.png",
+        f"{EVAL_DIR}/report/dpo_curves.png",
+        f"{EVAL_DIR}/report/eval_table.html",
+    ]

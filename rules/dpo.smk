@@ -17,7 +17,7 @@ rule dpo:
         "results/benchmarks/dpo.tsv"
     conda:
         "../envs/train.yaml"
-    threads: workflow.cores
+    threads: 8
     params:
         state_dir=f"{STATE_DIR}/dpo",
         flags=cli_flags(config["dpo"], config["tokenization"]),

@@ -15,7 +15,7 @@ rule ref_logps:
         "results/benchmarks/ref_logps-{split}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: workflow.cores
+    threads: 8
     params:
         flags=cli_flags(config["reference"], config["tokenization"]),
     shell:

@@ -14,7 +14,7 @@ rule sft:
         "results/benchmarks/sft.tsv"
     conda:
         "../envs/train.yaml"
-    threads: workflow.cores
+    threads: 8
     params:
         state_dir=f"{STATE_DIR}/sft",
         flags=cli_flags(config["sft"], config["tokenization"]),

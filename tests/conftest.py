@@ -54,5 +54,19 @@ def workdir(tmp_path: Path) -> Workdir:
 def pipeline(tmp_path_factory) -> Workdir:
     """The embedded-default DAG built once, through Snakemake, for every test that reads its outputs."""
     built = Workdir(tmp_path_factory.mktemp("pipeline"))
-    built.snakemake("results/ambersafe/dpo")
+    built.snakemake()  # rule all: eval.json, generations, report figures
     return built
+
+
+def scheduled_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: {rule: count}; empty when nothing is to be done."""
+    if "Nothing to be done" in dry_run_stdout:
+        return {}
+    table = dry_run_stdout.split("Job stats:")[1].splitlines()[3:]
+    jobs = {}
+    for line in table:
+        name, _, count = line.strip().rpartition(" ")
+        if name.strip() == "total" or not line.strip():
+            break
+        jobs[name.strip()] = int(count)
+    return jobs

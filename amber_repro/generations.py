@@ -1,0 +1,48 @@
+"""Greedy generations of several models for held-out prompts, as Markdown for people to read."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from amber_repro import training as T
+from amber_repro.provenance import atomic_write_text
+
+
+@torch.no_grad()
+def generate(model_path: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of each raw prompt (no template, no BOS: as the model was trained)."""
+    procs = T.processes()
+    model = T.load_model(model_path, torch.float32, procs.device).eval()
+    tokenizer = T.load_tokenizer(model_path)
+    outputs = []
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=procs.device)
+        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                   max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        outputs.append(tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    return outputs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="repeatable")
+    parser.add_argument("--pairs", type=Path, required=True, help="held-out pairs; the first unique prompts are used")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--out", type=Path, required=True, help="a Markdown file")
+
+
+def main(args: argparse.Namespace) -> None:
+    prompts = pl.read_parquet(args.pairs)["prompt"].unique(maintain_order=True).head(args.prompts).to_list()
+    models = dict(item.split("=", 1) for item in args.model)
+    answers = {name: generate(Path(path), prompts, args.max_new_tokens) for name, path in models.items()}
+    lines = ["# Greedy generations for held-out prompts", "",
+             f"Models: {', '.join(f'{n} (`{p}`)' for n, p in models.items())}; at most {args.max_new_tokens} new tokens.", ""]
+    for index, prompt in enumerate(prompts):
+        lines += [f"## Prompt {index + 1}", "", f"> {prompt}", ""]
+        lines += [f"**{name}:** {answers[name][index] or '(empty)'}" + "\n" for name in models]
+    atomic_write_text(args.out, "\n".join(lines))
+    print(f"wrote {len(prompts)} prompts x {len(models)} models to {args.out}")

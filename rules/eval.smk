@@ -1,0 +1,102 @@
+# Evaluation: eval.json, greedy generations, and the report's figures.
+
+if config["eval"]["harness_tasks"]:
+
+    localrules:
+        prepare_eval_datasets,
+
+    rule prepare_eval_datasets:
+        # On the submit host: downloads each harness task's dataset into the shared cache.
+        output:
+            f"{EVAL_DIR}/eval_datasets.json",
+        log:
+            "results/logs/prepare_eval_datasets.log",
+        conda:
+            "../envs/train.yaml"
+        params:
+            tasks=task_flags(),
+            cache=config["eval"]["datasets_cache"],
+        shell:
+            "HF_DATASETS_CACHE={params.cache} python -m amber_repro eval-datasets "
+            "{params.tasks} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        f"{EVAL_DIR}/eval.json",
+    log:
+        "results/logs/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 8
+    params:
+        models=model_flags(config["eval"]["models"]),
+        tasks=task_flags(),
+        flags=eval_flags(),
+        cache=config["eval"]["datasets_cache"],
+        work_dir=f"{EVAL_DIR}/.eval_work",
+    shell:
+        # Offline: the datasets were cached on the submit host, the models are local folders.
+        "HF_DATASETS_CACHE={params.cache} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
+        "TRANSFORMERS_OFFLINE=1 python -m amber_repro eval {params.models} --pairs {input.pairs} "
+        "--ref-logps {input.ref_logps} {params.tasks} {params.flags} "
+        "--work-dir {params.work_dir} --out {output} > {log} 2>&1"
+
+
+rule generate:
+    input:
+        sft=SFT_MODEL,
+        dpo=DPO_MODEL,
+        pairs=f"{DATA_DIR}/pairs-test.parquet",
+        code=stage_code("generations"),
+    output:
+        f"{EVAL_DIR}/generations.md",
+    log:
+        "results/logs/generate.log",
+    benchmark:
+        "results/benchmarks/generate.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 8
+    params:
+        models=model_flags(["sft", "dpo"]),
+        flags=cli_flags(config["eval"]["generations"]),
+    shell:
+        "HF_HUB_OFFLINE=1 python -m amber_repro generate {params.models} --pairs {input.pairs} "
+        "{params.flags} --out {output} > {log} 2>&1"
+
+
+rule report_figures:
+    input:
+        sft=SFT_MODEL,
+        dpo=DPO_MODEL,
+        eval_json=f"{EVAL_DIR}/eval.json",
+        code=stage_code("plots"),
+    output:
+        sft=report(
+            f"{EVAL_DIR}/report/sft_curves.png",
+            caption="captions/sft_curves.rst",
+            category="Training curves",
+        ),
+        dpo=report(
+            f"{EVAL_DIR}/report/dpo_curves.png",
+            caption="captions/dpo_curves.rst",
+            category="Training curves",
+        ),
+        table=report(
+            f"{EVAL_DIR}/report/eval_table.html",
+            caption="captions/eval_table.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/report_figures.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m amber_repro plots --sft-metrics {input.sft}/metrics.jsonl "
+        "--dpo-metrics {input.dpo}/metrics.jsonl --eval-json {input.eval_json} "
+        "--sft-plot {output.sft} --dpo-plot {output.dpo} --eval-table {output.table} > {log} 2>&1"
