@@ -71,8 +71,13 @@ def processes() -> Processes:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
-        return Processes(rank, world, torch.device("cuda", local))
-    return Processes(rank, world, torch.device("cpu"))
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    # What the scheduler granted, for the job log (SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs).
+    print(f"process {rank} of {world} on {device}; "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
+    return Processes(rank, world, device)
 
 
 def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:

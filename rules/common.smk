@@ -107,3 +107,8 @@ def final_targets():
         f"{EVAL_DIR}/report/dpo_curves.png",
         f"{EVAL_DIR}/report/eval_table.html",
     ]
+
+
+def job_resource(rule_name, key):
+    """One of config["resources"][rule]: gpus, cpus, mem_mb, runtime_min."""
+    return config["resources"][rule_name][key]

@@ -17,7 +17,11 @@ rule dpo:
         "results/benchmarks/dpo.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 8
+    threads: job_resource("dpo", "cpus")
+    resources:
+        gpu=job_resource("dpo", "gpus"),
+        mem_mb=job_resource("dpo", "mem_mb"),
+        runtime=job_resource("dpo", "runtime_min"),
     params:
         state_dir=f"{STATE_DIR}/dpo",
         flags=cli_flags(config["dpo"], config["tokenization"]),

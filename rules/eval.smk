@@ -32,7 +32,11 @@ rule evaluate:
         "results/benchmarks/evaluate.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 8
+    threads: job_resource("evaluate", "cpus")
+    resources:
+        gpu=job_resource("evaluate", "gpus"),
+        mem_mb=job_resource("evaluate", "mem_mb"),
+        runtime=job_resource("evaluate", "runtime_min"),
     params:
         models=model_flags(config["eval"]["models"]),
         tasks=task_flags(),
@@ -61,7 +65,11 @@ rule generate:
         "results/benchmarks/generate.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 8
+    threads: job_resource("generate", "cpus")
+    resources:
+        gpu=job_resource("generate", "gpus"),
+        mem_mb=job_resource("generate", "mem_mb"),
+        runtime=job_resource("generate", "runtime_min"),
     params:
         models=model_flags(["sft", "dpo"]),
         flags=cli_flags(config["eval"]["generations"]),

@@ -15,7 +15,11 @@ rule ref_logps:
         "results/benchmarks/ref_logps-{split}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 8
+    threads: job_resource("ref_logps", "cpus")
+    resources:
+        gpu=job_resource("ref_logps", "gpus"),
+        mem_mb=job_resource("ref_logps", "mem_mb"),
+        runtime=job_resource("ref_logps", "runtime_min"),
     params:
         flags=cli_flags(config["reference"], config["tokenization"]),
     shell:

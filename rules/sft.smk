@@ -14,7 +14,11 @@ rule sft:
         "results/benchmarks/sft.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 8
+    threads: job_resource("sft", "cpus")
+    resources:
+        gpu=job_resource("sft", "gpus"),
+        mem_mb=job_resource("sft", "mem_mb"),
+        runtime=job_resource("sft", "runtime_min"),
     params:
         state_dir=f"{STATE_DIR}/sft",
         flags=cli_flags(config["sft"], config["tokenization"]),

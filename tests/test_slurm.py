@@ -1,0 +1,111 @@
+"""The slurm profile against a real SLURM scheduler on localhost (see slurm_cluster.py).
+
+Every scheduler call runs under a hard timeout: a misconfigured SLURM makes Snakemake wait forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, Workdir, snakemake_env
+from slurm_cluster import LocalSlurm
+
+GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    slurm = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2, memory_mb=8000, gpus=2)
+    slurm.start()
+    yield slurm
+    slurm.stop()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return Workdir(tmp_path_factory.mktemp("slurm-run"))
+
+
+def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: float = 600, wait=True):
+    """Snakemake with the repository's slurm profile; test overrides for this one-node cluster."""
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir.path),
+        "--profile", str(REPO / "profiles" / "slurm"),
+        "--configfile", str(workdir.path / "config" / "config.yaml"),  # the embedded default, not the 7B recipe
+        "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
+        "--slurm-status-command", "squeue",  # no slurmdbd here: sacct exists but fails
+        "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
+        "--jobs", "2", "--latency-wait", "5", "--verbose", *args,
+    ]
+    env = snakemake_env()
+    env.update(SLURM_CONF=cluster.env["SLURM_CONF"], PATH=f"{cluster.root / 'bin'}{os.pathsep}{env['PATH']}")
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
+    return result
+
+
+def sbatch_calls(output: str) -> dict[str, str]:
+    """{rule: sbatch command line} from Snakemake's verbose output."""
+    calls = {}
+    for call in re.findall(r"sbatch call: (.*)", output):
+        rule = re.search(r"--comment '?rule_([a-z_]+?)(?:_wildcards_[^' ]*)?'? ", call + " ")
+        calls[rule.group(1)] = call
+    return calls
+
+
+def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
+    started = time.monotonic()
+    result = slurm_snakemake(workdir, cluster)
+    seconds = time.monotonic() - started
+    report = json.loads((workdir.path / "results/ambersafe/eval.json").read_text())
+    assert set(report["models"]) == {"base", "sft", "dpo"}
+    calls = sbatch_calls(result.stderr + result.stdout)
+    assert {"filter_pairs", *GPU_RULES} <= set(calls), calls.keys()
+    print(f"embedded DAG through SLURM: {seconds:.0f} s")
+
+    # Resources each rule requests appear in its sbatch call.
+    resources = workdir.config["resources"]
+    for rule in GPU_RULES:
+        call = calls[rule]
+        assert f"--gpus={resources[rule]['gpus']}" in call, call
+        assert f"--mem {resources[rule]['mem_mb']}" in call and f"-t {resources[rule]['runtime_min']}" in call, call
+        assert f"--cpus-per-task={resources[rule]['cpus']}" in call, call
+    assert "--signal=TERM@600" in calls["sft"] and "--signal=TERM@600" in calls["dpo"]
+    assert "--gpus" not in calls["filter_pairs"] and "--mem 500" in calls["filter_pairs"]
+
+    # GPU jobs were granted a GPU: SLURM set CUDA_VISIBLE_DEVICES, which each stage logs.
+    for log in ("sft", "dpo", "ref_logps-train"):
+        text = (workdir.path / f"results/logs/{log}.log").read_text()
+        assert re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", text), text[:500]
+    # One SLURM log per job, kept in a predictable place.
+    assert list((workdir.path / "results/logs/slurm/rule_sft").rglob("*.log"))
+
+
+def test_a_job_cancelled_with_scancel_fails_and_its_retry_completes(workdir, cluster):
+    run = slurm_snakemake(workdir, cluster, "--forcerun", "sft", "--until", "sft", wait=False)
+    try:
+        deadline, job_id = time.monotonic() + 300, None
+        while job_id is None:
+            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "the sft job never started"
+            queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True,
+                                   env=cluster.env, timeout=30).stdout
+            job_id = next((line.split()[0] for line in queue.splitlines() if "rule_sft" in line), None)
+            time.sleep(0.5)
+        subprocess.run(["scancel", job_id], check=True, env=cluster.env, timeout=30)
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-6000:]
+    assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", output), output[-6000:]
+    assert (workdir.path / "results/ambersafe/sft/model.safetensors").exists()
