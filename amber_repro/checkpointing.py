@@ -1,26 +1,36 @@
 """Resumable training state, written atomically, and only resumed by the run that wrote it.
 
-A checkpoint folder holds the weights (safetensors) and `trainer_state.pt` (optimizer, scheduler,
-RNG states, the optimizer step reached): everything needed to continue so that the final weights
-equal those of an uninterrupted run. It lives outside the stage's Snakemake output, which Snakemake
-deletes before a job starts, and carries a fingerprint of the run's settings and inputs: a changed
-setting (say a new learning rate) starts afresh instead of resuming someone else's run.
+A checkpoint folder holds the model and optimizer state as a torch distributed checkpoint (each
+process writes its own shards; loading reshards, so a run can resume on another number of
+processes), `trainer_state.pt` (scheduler, the optimizer step reached, the fingerprint) and one RNG
+file per process. It lives outside the stage's Snakemake output, which Snakemake deletes before a job
+starts, and carries a fingerprint of the run's settings and inputs: a changed setting (say a new
+learning rate) starts afresh instead of resuming someone else's run. The process count is not part of
+the fingerprint: the effective batch does not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from amber_repro import distributed
+from amber_repro.training import Processes
+
+# One process needs no process group; torch says so on every save and load.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 CURRENT = "checkpoint"
 PREVIOUS = "checkpoint.old"
+TEMPORARY = ".checkpoint.tmp"
 
 
 def run_fingerprint(stage: str, settings: dict, inputs: list[Path]) -> str:
@@ -47,54 +57,56 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(state_dir: Path, fingerprint: str, step: int, model, optimizer, scheduler) -> Path:
-    """Write a checkpoint next to the current one, then swap it in with renames."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f".{CURRENT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    weights = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(weights, tmp / "model.safetensors")
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_states(),
-        },
-        tmp / "trainer_state.pt",
-    )
-    current, previous = state_dir / CURRENT, state_dir / PREVIOUS
-    if current.exists():
+def save_checkpoint(state_dir: Path, fingerprint: str, step: int, model, optimizer, scheduler, procs: Processes) -> None:
+    """Every process writes its shards next to the current checkpoint; rank 0 then swaps it in."""
+    tmp = state_dir / TEMPORARY
+    if procs.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+    torch.save(rng_states(), tmp / f"rng-{procs.rank}.pt")
+    if procs.is_main:
+        torch.save({"fingerprint": fingerprint, "step": step, "scheduler": scheduler.state_dict(),
+                    "world_size": procs.world_size}, tmp / "trainer_state.pt")
+    distributed.barrier()
+    if procs.is_main:
+        current, previous = state_dir / CURRENT, state_dir / PREVIOUS
+        if current.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            current.rename(previous)
+        tmp.rename(current)
         shutil.rmtree(previous, ignore_errors=True)
-        current.rename(previous)
-    tmp.rename(current)
-    shutil.rmtree(previous, ignore_errors=True)
-    return current
+    distributed.barrier()
 
 
 def find_checkpoint(state_dir: Path) -> Path | None:
     """The newest complete checkpoint (the previous one if a kill fell between the two renames)."""
     for name in (CURRENT, PREVIOUS):
         folder = state_dir / name
-        if (folder / "trainer_state.pt").exists() and (folder / "model.safetensors").exists():
+        if (folder / "trainer_state.pt").exists() and (folder / ".metadata").exists():
             return folder
     return None
 
 
-def load_checkpoint(state_dir: Path, fingerprint: str, model, optimizer, scheduler) -> int:
+def load_checkpoint(state_dir: Path, fingerprint: str, model, optimizer, scheduler, procs: Processes) -> int:
     """Restore the newest checkpoint of this same run into the objects; return its step (0 if none)."""
     folder = find_checkpoint(state_dir)
     if folder is None:
         return 0
     state = torch.load(folder / "trainer_state.pt", weights_only=True)
     if state["fingerprint"] != fingerprint:
-        print(f"ignoring checkpoint {folder}: written by a run with other settings or inputs")
+        if procs.is_main:
+            print(f"ignoring checkpoint {folder}: written by a run with other settings or inputs")
         return 0
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    optimizer.load_state_dict(state["optimizer"])
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
     scheduler.load_state_dict(state["scheduler"])
-    restore_rng_states(state["rng"])
-    print(f"resuming from {folder} at optimizer step {state['step']}")
+    rng = folder / f"rng-{procs.rank}.pt"
+    restore_rng_states(torch.load(rng if rng.exists() else folder / "rng-0.pt", weights_only=True))
+    if procs.is_main:
+        print(f"resuming from {folder} at optimizer step {state['step']} "
+              f"(written by {state['world_size']} process(es), now {procs.world_size})")
     return state["step"]

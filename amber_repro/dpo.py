@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.checkpointing import load_checkpoint, run_fingerprint, save_checkpoint
 from amber_repro.export import model_card, write_model_dir
@@ -90,14 +91,15 @@ def main(args: argparse.Namespace) -> None:
     train_pairs, train_ref = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
     eval_pairs, eval_ref = load_pairs(args.eval_pairs, args.eval_ref_logps, tokenizer, args)
 
-    model = T.load_model(args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing)
+    model = distributed.shard(T.load_model(args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing), args.precision)
     reference_model = None
     if args.reference_mode == "live":
         reference_model = T.load_model(args.model, T.PRECISIONS[args.reference_precision], procs.device).eval()
+        reference_model = distributed.shard(reference_model, "float32")
     optimizer = T.build_optimizer(model, args.lr)
     scheduler = T.build_scheduler(optimizer, args.warmup_steps)
     fingerprint = run_fingerprint("dpo", T.training_settings(args), [args.model, args.pairs, args.ref_logps])
-    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler)
+    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler, procs)
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     sigterm = T.SigtermFlag()
 
@@ -112,7 +114,9 @@ def main(args: argparse.Namespace) -> None:
         model.train()
         sums = {"loss": 0.0, "rewards/chosen": 0.0, "rewards/rejected": 0.0, "rewards/accuracies": 0.0,
                 "rewards/margins": 0.0, "logps/chosen": 0.0, "logps/rejected": 0.0}
-        for chunk in T.micro_batches(indices, micro, procs):
+        chunks = T.micro_batches(indices, micro, procs)
+        for index, chunk in enumerate(chunks):
+            distributed.gradient_sync(model, index == len(chunks) - 1)
             pairs = [train_pairs[i] for i in chunk]
             losses, chosen_r, rejected_r, logps_c, logps_r = pair_losses(
                 model, reference_model, pairs, train_ref[chunk], pad_id, args, procs.device)
@@ -125,23 +129,28 @@ def main(args: argparse.Namespace) -> None:
                 sums[key] += value / args.gradient_accumulation_steps
             tokens += sum(len(p["chosen"]["input_ids"]) + len(p["rejected"]["input_ids"]) for p in pairs)
         grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
-        logged = {**sums, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0], "examples": (step + 1) * args.batch_size}
+        logged = {**distributed.mean_over_processes(sums), "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0], "examples": (step + 1) * args.batch_size}
         if (step + 1) % args.eval_every == 0 or step + 1 == total:
             logged.update(evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device))
         metrics.log(step + 1, logged)
         progress.update(1)
-        if (step + 1) % args.checkpoint_every == 0 or sigterm.requested:
-            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler)
-        if sigterm.requested:
+        stop = distributed.any_process(sigterm.requested)
+        if (step + 1) % args.checkpoint_every == 0 or stop:
+            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler, procs)
+        if stop:
             sigterm.stop(args.state_dir, step + 1)
         step += 1
     progress.close()
     metrics.close()
     seconds = time.perf_counter() - started
     final_eval = evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device)
-    speed = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9),
+    tokens = distributed.sum_over_processes(tokens)
+    weights = distributed.full_state_dict(model)
+    speed = {"processes": procs.world_size, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9),
              "peak_memory_bytes": T.peak_memory_bytes(procs.device)}
-    print(f"dpo: {step} optimizer steps in {seconds:.1f} s, {speed['tokens_per_second']:.0f} tokens/s; held-out {final_eval}")
+    if procs.is_main:
+        print(f"dpo: {step} optimizer steps in {seconds:.1f} s on {procs.world_size} process(es), "
+              f"{speed['tokens_per_second']:.0f} tokens/s; held-out {final_eval}")
 
     if procs.is_main:
         settings = T.training_settings(args)
@@ -158,6 +167,7 @@ def main(args: argparse.Namespace) -> None:
         record = {"stage": "dpo", "settings": settings, "base_model": str(args.model),
                   "inputs": {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)},
                   "results": final_eval, "speed": speed}
-        write_model_dir(model, tokenizer, args.out_dir, card, record,
+        write_model_dir(model, tokenizer, args.out_dir, card, record, state_dict=weights,
                         extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})
         shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
+    distributed.shutdown()

@@ -17,3 +17,7 @@ class StopRequested(AmberError):
     """SIGTERM arrived (a scheduler's time limit or preemption); a checkpoint was saved."""
 
     exit_code = 143
+
+
+class ConfigError(AmberError, ValueError):
+    """Settings that cannot work together (say a batch that does not split over the processes)."""

@@ -26,11 +26,15 @@ def model_card(title: str, summary: str, base_model: str, data: dict, settings: 
     return "\n".join(lines)
 
 
-def write_model_dir(model, tokenizer, out_dir: Path, card: str, record: dict, extra: dict[str, Path] | None = None) -> None:
-    """Write the folder beside its final place, then rename it in: a reader never sees half of it."""
+def write_model_dir(model, tokenizer, out_dir: Path, card: str, record: dict, extra: dict[str, Path] | None = None,
+                    state_dict: dict | None = None) -> None:
+    """Write the folder beside its final place, then rename it in: a reader never sees half of it.
+
+    `state_dict`: the full weights when the model itself is sharded (gathered by the caller).
+    """
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     for name, source in (extra or {}).items():

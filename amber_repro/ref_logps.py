@@ -13,6 +13,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.errors import NonFiniteLossError
 from amber_repro.pairs import concatenated_logps, tokenize_pairs
@@ -31,43 +32,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-prompt-length", type=int, default=256)
 
 
+def shard(n_items: int, rank: int, world_size: int) -> range:
+    """This process's contiguous block of items; the blocks of all processes cover each item once."""
+    return range(n_items * rank // world_size, n_items * (rank + 1) // world_size)
+
+
 @torch.no_grad()
-def compute(model, tokenizer, pairs: pl.DataFrame, limits: Limits, batch_size: int, device) -> pl.DataFrame:
+def compute(model, tokenizer, pairs: pl.DataFrame, limits: Limits, batch_size: int, procs: T.Processes) -> tuple[pl.DataFrame, list[int]]:
+    """Log-probs of every pair, each computed by exactly one process; returns them and the per-process counts."""
     tokenized = tokenize_pairs(tokenizer, pairs, limits)
-    chosen, rejected = [], []
-    for start in tqdm(range(0, len(tokenized), batch_size), desc="ref-logps", unit="batch", mininterval=5):
-        c, r = concatenated_logps(model, tokenized[start : start + batch_size], tokenizer.pad_token_id, device)
-        chosen.append(c.cpu())
-        rejected.append(r.cpu())
-    chosen_t, rejected_t = torch.cat(chosen), torch.cat(rejected)
+    mine = list(shard(len(tokenized), procs.rank, procs.world_size))
+    counts = distributed.gather(len(mine))
+    local = []
+    # Under FSDP every process joins every forward pass, so all run the same number of batches; a
+    # process whose block is used up runs a stand-in pair and drops the result.
+    for start in tqdm(range(0, max(counts), batch_size), desc="ref-logps", unit="batch", mininterval=5, disable=not procs.is_main):
+        indices = mine[start : start + batch_size]
+        batch = [tokenized[i] for i in indices] or tokenized[:1]
+        chosen, rejected = concatenated_logps(model, batch, tokenizer.pad_token_id, procs.device)
+        local += zip(indices, chosen.cpu().tolist(), rejected.cpu().tolist())
+    rows = sorted(row for part in distributed.gather(local) for row in part)
+    if [i for i, _, _ in rows] != list(range(len(tokenized))):
+        raise RuntimeError("reference log-probs: the processes did not cover every pair exactly once")
+    chosen_t = torch.tensor([c for _, c, _ in rows], dtype=torch.float64)
+    rejected_t = torch.tensor([r for _, _, r in rows], dtype=torch.float64)
     bad = ~(torch.isfinite(chosen_t) & torch.isfinite(rejected_t))
     if bad.any():
         row = pairs["source_row"][int(bad.nonzero()[0])]
         raise NonFiniteLossError(f"non-finite reference log-prob for source_row {row} ({int(bad.sum())} pair(s))")
-    return pl.DataFrame({
+    frame = pl.DataFrame({
         "source_row": pairs["source_row"],
-        "reference_chosen_logps": chosen_t.double().numpy(),
-        "reference_rejected_logps": rejected_t.double().numpy(),
+        "reference_chosen_logps": chosen_t.numpy(),
+        "reference_rejected_logps": rejected_t.numpy(),
     })
+    return frame, counts
 
 
 def main(args: argparse.Namespace) -> None:
     procs = T.processes()
     model = T.load_model(args.model, T.PRECISIONS[args.precision], procs.device).eval()
+    model = distributed.shard(model, "float32")
     tokenizer = T.load_tokenizer(args.model)
     pairs = pl.read_parquet(args.pairs)
-    result = compute(model, tokenizer, pairs, T.Limits(args.max_length, args.max_prompt_length), args.batch_size, procs.device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    result.write_parquet(tmp)
-    tmp.replace(args.out)
-    write_json(args.out.with_suffix(".json"), {
-        "stage": "ref-logps",
-        "settings": {k: v for k, v in vars(args).items() if k in {"batch_size", "precision", "max_length", "max_prompt_length"}},
-        "inputs": {str(args.pairs): sha256_file(args.pairs), str(args.model): sha256_tree(args.model)},
-        "outputs": {str(args.out): sha256_file(args.out)},
-        "pairs": result.height,
-        "software": software_versions(),
-        "command": command_line(),
-    })
-    print(f"ref-logps: {result.height} pairs from {args.pairs} -> {args.out}")
+    limits = T.Limits(args.max_length, args.max_prompt_length)
+    result, counts = compute(model, tokenizer, pairs, limits, args.batch_size, procs)
+    if procs.is_main:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        result.write_parquet(tmp)
+        tmp.replace(args.out)
+        write_json(args.out.with_suffix(".json"), {
+            "stage": "ref-logps",
+            "settings": {k: v for k, v in vars(args).items() if k in {"batch_size", "precision", "max_length", "max_prompt_length"}},
+            "inputs": {str(args.pairs): sha256_file(args.pairs), str(args.model): sha256_tree(args.model)},
+            "outputs": {str(args.out): sha256_file(args.out)},
+            "pairs": result.height,
+            "pairs_per_process": counts,
+            "software": software_versions(),
+            "command": command_line(),
+        })
+        print(f"ref-logps: {result.height} pairs from {args.pairs} on {procs.world_size} process(es) -> {args.out}")
+    distributed.shutdown()

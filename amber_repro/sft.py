@@ -1,13 +1,14 @@
 """Supervised finetuning on one target per prompt (sft-train.parquet), the reference's way.
 
-Read top to bottom: tokenize, load, restore a checkpoint if this same run was interrupted, then one
-loop over optimizer steps (gradient accumulation inside), logging, checkpointing, and a final
-save_pretrained folder with a model card.
+Read top to bottom: tokenize, load (and shard, under torchrun), restore a checkpoint if this same run
+was interrupted, then one loop over optimizer steps (gradient accumulation inside), logging,
+checkpointing, and a final save_pretrained folder with a model card.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.checkpointing import load_checkpoint, run_fingerprint, save_checkpoint
 from amber_repro.export import model_card, write_model_dir
@@ -36,10 +38,11 @@ def main(args: argparse.Namespace) -> None:
     examples = [tokenize_sft(tokenizer, p, r, T.limits(args)) for p, r in frame.select("prompt", "response").iter_rows()]
 
     model = T.load_model(args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing)
+    model = distributed.shard(model, args.precision)
     optimizer = T.build_optimizer(model, args.lr)
     scheduler = T.build_scheduler(optimizer, args.warmup_steps)
     fingerprint = run_fingerprint("sft", T.training_settings(args), [args.model, args.data])
-    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler)
+    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler, procs)
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     sigterm = T.SigtermFlag()
 
@@ -53,7 +56,9 @@ def main(args: argparse.Namespace) -> None:
             break
         model.train()
         step_loss = 0.0
-        for chunk in T.micro_batches(indices, micro, procs):
+        chunks = T.micro_batches(indices, micro, procs)
+        for index, chunk in enumerate(chunks):
+            distributed.gradient_sync(model, index == len(chunks) - 1)
             batch = {k: v.to(procs.device) for k, v in collate([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
             with T.autocast(args, procs.device):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -63,22 +68,27 @@ def main(args: argparse.Namespace) -> None:
             step_loss += loss.item()
             tokens += int(batch["attention_mask"].sum())
         grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
-        metrics.log(step + 1, {"loss": step_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+        logged = distributed.mean_over_processes({"loss": step_loss})
+        metrics.log(step + 1, {**logged, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                                "examples": (step + 1) * args.batch_size})
         progress.update(1)
-        if (step + 1) % args.checkpoint_every == 0 or sigterm.requested:
-            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler)
-        if sigterm.requested:
+        stop = distributed.any_process(sigterm.requested)
+        if (step + 1) % args.checkpoint_every == 0 or stop:
+            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler, procs)
+        if stop:
             sigterm.stop(args.state_dir, step + 1)
         step += 1
     progress.close()
     metrics.close()
     seconds = time.perf_counter() - started
+    tokens = distributed.sum_over_processes(tokens)
+    weights = distributed.full_state_dict(model)
 
     if procs.is_main:
         settings = T.training_settings(args)
         source = _source_of(args.model)
-        results = {"optimizer steps": step, "final loss": _last_loss(metrics.path), "train tokens/s (this process)": tokens / max(seconds, 1e-9)}
+        results = {"optimizer steps": step, "final loss": _last_loss(metrics.path), "processes": procs.world_size,
+                   "train tokens/s": tokens / max(seconds, 1e-9)}
         card = model_card(
             "AmberSafe SFT (amber-repro)",
             "Supervised finetuning on the safe (chosen) response of the last kept PKU-SafeRLHF row of each prompt, "
@@ -88,10 +98,11 @@ def main(args: argparse.Namespace) -> None:
         )
         record = {"stage": "sft", "settings": settings, "base_model": source,
                   "inputs": {str(args.data): sha256_file(args.data)}, "results": results}
-        write_model_dir(model, tokenizer, args.out_dir, card, record,
+        write_model_dir(model, tokenizer, args.out_dir, card, record, state_dict=weights,
                         extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})
         shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
-        print(f"sft: {step} optimizer steps in {seconds:.1f} s; saved {args.out_dir}")
+        print(f"sft: {step} optimizer steps in {seconds:.1f} s on {procs.world_size} process(es); saved {args.out_dir}")
+    distributed.shutdown()
 
 
 def _source_of(model_dir: Path) -> str:
@@ -104,7 +115,5 @@ def _source_of(model_dir: Path) -> str:
 
 
 def _last_loss(path: Path) -> float | None:
-    import json
-
     lines = path.read_text().splitlines() if path.exists() else []
     return json.loads(lines[-1])["loss"] if lines else None

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from amber_repro.errors import ConfigError, DataError
+
 IGNORE_INDEX = -100
 
 
@@ -22,7 +24,7 @@ class Limits:
 
     def __post_init__(self):
         if not 0 < self.max_prompt_length < self.max_length:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 < max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})"
             )
 
@@ -46,7 +48,7 @@ def encode(tokenizer, text: str) -> list[int]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id in ids:
         # The reference asserts this too: an EOS inside the text would end the sequence early.
-        raise ValueError(f"text contains the EOS token: {text[:80]!r}")
+        raise DataError(f"text contains the EOS token: {text[:80]!r}")
     return ids
 
 

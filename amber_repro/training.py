@@ -15,7 +15,8 @@ from typing import Iterator
 
 import torch
 
-from amber_repro.errors import NonFiniteLossError, StopRequested
+from amber_repro import distributed
+from amber_repro.errors import ConfigError, NonFiniteLossError, StopRequested
 from amber_repro.tokenization import Limits
 
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
@@ -74,21 +75,37 @@ def processes() -> Processes:
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
+    distributed.init(world, device)
     # What the scheduler granted, for the job log (SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs).
     print(f"process {rank} of {world} on {device}; "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
     return Processes(rank, world, device)
 
 
-def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:
-    """Per-process micro-batch under the DPO reference's convention (batch_size is global)."""
+def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global") -> int:
+    """Each process's micro-batch, checked before training starts.
+
+    convention "global" (the DPO reference, used by AmberSafe's SFT and DPO): batch_size is the number
+    of examples per optimizer step over all processes, so micro = batch / (accumulation x processes).
+    convention "per_device" (the HF Trainer / FastChat, used by AmberChat): batch_size is per process
+    and per micro-step, so the global batch is batch x accumulation x processes.
+    """
+    if convention == "per_device":
+        return batch_size
     per_step = gradient_accumulation_steps * world_size
     if batch_size % per_step:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {batch_size} is not divisible by gradient_accumulation_steps "
-            f"{gradient_accumulation_steps} x processes {world_size}"
+            f"{gradient_accumulation_steps} x processes {world_size}: no equal micro-batches"
         )
     return batch_size // per_step
+
+
+def global_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global") -> int:
+    """Examples per optimizer step under either convention (see micro_batch_size)."""
+    if convention == "per_device":
+        return batch_size * gradient_accumulation_steps * world_size
+    return batch_size
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
@@ -103,7 +120,7 @@ def global_batches(n_examples: int, batch_size: int, seed: int, n_epochs: int, s
     """
     per_epoch = steps_per_epoch(n_examples, batch_size)
     if per_epoch == 0:
-        raise ValueError(f"{n_examples} examples make no full batch of {batch_size}")
+        raise ConfigError(f"{n_examples} examples make no full batch of {batch_size}")
     for epoch in range(start_step // per_epoch, n_epochs):
         order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
         for index in range(per_epoch):
@@ -163,6 +180,8 @@ def check_finite(loss: torch.Tensor, step: int, state_dir: Path) -> None:
 def optimizer_step(model, optimizer, scheduler, max_grad_norm: float) -> float:
     """Clip, step, schedule, zero; returns the gradient norm before clipping."""
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
