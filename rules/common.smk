@@ -1,4 +1,7 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
+import os
+import shlex
+import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -6,6 +9,8 @@ from snakemake.utils import validate
 
 from amber_repro.codedeps import stage_files
 from amber_repro.configuration import cli_flags, config_errors
+from amber_repro.launch import launch_prefix
+from amber_repro.provenance import sha256_file
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -112,3 +117,56 @@ def final_targets():
 def job_resource(rule_name, key):
     """One of config["resources"][rule]: gpus, cpus, mem_mb, runtime_min."""
     return config["resources"][rule_name][key]
+
+
+def launcher(rule_name):
+    """`python`, or torchrun with one process per GPU on each of the rule's nodes."""
+    resources = config["resources"][rule_name]
+    return launch_prefix(max(1, resources["gpus"]), resources["nodes"])
+
+
+def gpu_container():
+    """The Apptainer image of the GPU rules: config["container"]["image"], a local .sif path (relative to
+    the working directory) or a registry URI. Snakemake uses it only with
+    --software-deployment-method apptainer; CPU-only rules have no container."""
+    return config["container"]["image"]
+
+
+# The image itself (rules/container.smk).
+REPO_DIR = Path(workflow.basedir)
+
+
+def package_files():
+    """Every file of the package, as %files copies it into the image: editing one makes the image stale."""
+    return sorted(
+        str(path)
+        for path in PACKAGE_DIR.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+
+
+def build_image(input, output, log):
+    """`apptainer build` run from the repository root (the definition's %files are relative to it), with
+    the lock's sha256 as the LOCK_SHA256 build argument (the image's label, checked in %post); then a
+    `sha256sum -c` record of the image, the definition and the lock, paths relative to the working
+    directory."""
+    if shutil.which("apptainer") is None:
+        raise WorkflowError(
+            "build_container needs Apptainer >= 1.2 on PATH (see the README, 'Containers')"
+        )
+    build = [
+        "apptainer",
+        "build",
+        "--force",
+        "--build-arg",
+        f"LOCK_SHA256={sha256_file(input.lock)}",
+        os.path.abspath(output.sif),
+        os.path.relpath(input.definition, REPO_DIR),
+    ]
+    shell(
+        f"cd {shlex.quote(str(REPO_DIR))} && {shlex.join(build)} "
+        f"> {shlex.quote(os.path.abspath(log[0]))} 2>&1"
+    )
+    with open(output.record, "w") as record:
+        for path in (output.sif, input.definition, input.lock):
+            record.write(f"{sha256_file(path)}  {os.path.relpath(path)}\n")

@@ -17,16 +17,20 @@ rule dpo:
         "results/benchmarks/dpo.tsv"
     conda:
         "../envs/train.yaml"
+    container:
+        gpu_container()
     threads: job_resource("dpo", "cpus")
     resources:
         gpu=job_resource("dpo", "gpus"),
         mem_mb=job_resource("dpo", "mem_mb"),
         runtime=job_resource("dpo", "runtime_min"),
+        nodes=job_resource("dpo", "nodes"),
     params:
+        launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",
         flags=cli_flags(config["dpo"], config["tokenization"]),
     shell:
-        "python -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
+        "{params.launcher} -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
         "--ref-logps {input.ref_logps} --eval-pairs {input.eval_pairs} "
         "--eval-ref-logps {input.eval_ref_logps} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

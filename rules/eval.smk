@@ -32,6 +32,8 @@ rule evaluate:
         "results/benchmarks/evaluate.tsv"
     conda:
         "../envs/train.yaml"
+    container:
+        gpu_container()
     threads: job_resource("evaluate", "cpus")
     resources:
         gpu=job_resource("evaluate", "gpus"),
@@ -65,6 +67,8 @@ rule generate:
         "results/benchmarks/generate.tsv"
     conda:
         "../envs/train.yaml"
+    container:
+        gpu_container()
     threads: job_resource("generate", "cpus")
     resources:
         gpu=job_resource("generate", "gpus"),

@@ -15,13 +15,17 @@ rule ref_logps:
         "results/benchmarks/ref_logps-{split}.tsv"
     conda:
         "../envs/train.yaml"
+    container:
+        gpu_container()
     threads: job_resource("ref_logps", "cpus")
     resources:
         gpu=job_resource("ref_logps", "gpus"),
         mem_mb=job_resource("ref_logps", "mem_mb"),
         runtime=job_resource("ref_logps", "runtime_min"),
+        nodes=job_resource("ref_logps", "nodes"),
     params:
+        launcher=launcher("ref_logps"),
         flags=cli_flags(config["reference"], config["tokenization"]),
     shell:
-        "python -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
+        "{params.launcher} -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
         "--out {output.logps} {params.flags} > {log} 2>&1"

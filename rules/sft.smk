@@ -14,14 +14,18 @@ rule sft:
         "results/benchmarks/sft.tsv"
     conda:
         "../envs/train.yaml"
+    container:
+        gpu_container()
     threads: job_resource("sft", "cpus")
     resources:
         gpu=job_resource("sft", "gpus"),
         mem_mb=job_resource("sft", "mem_mb"),
         runtime=job_resource("sft", "runtime_min"),
+        nodes=job_resource("sft", "nodes"),
     params:
+        launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",
         flags=cli_flags(config["sft"], config["tokenization"]),
     shell:
-        "python -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
+        "{params.launcher} -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

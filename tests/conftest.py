@@ -70,3 +70,14 @@ def scheduled_jobs(dry_run_stdout: str) -> dict[str, int]:
             break
         jobs[name.strip()] = int(count)
     return jobs
+
+
+def fake_apptainer(bin_dir: Path, calls: Path) -> Path:
+    """Write a stand-in `apptainer` (tests/fake_apptainer.py) into bin_dir; it appends each call as a JSON
+    line to `calls` and runs `exec`'s command on the host. Put bin_dir first on PATH to use it."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "apptainer"
+    script.write_text(f"#!/bin/sh\nFAKE_APPTAINER_CALLS='{calls}' exec '{sys.executable}' "
+                      f"'{Path(__file__).with_name('fake_apptainer.py')}' \"$@\"\n")
+    script.chmod(0o755)
+    return script

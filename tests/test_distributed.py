@@ -171,3 +171,13 @@ def test_launch_prefixes():
     multi = launch_prefix(8, 4)
     assert multi.startswith("srun --nodes 4 --ntasks-per-node 1 python -m torch.distributed.run --nproc-per-node 8 --nnodes 4")
     assert '--rdzv-id "$SLURM_JOB_ID"' in multi and "--rdzv-backend c10d" in multi
+
+
+def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):
+    """The switches run sharded: bf16 compute (float32 master weights and reductions) starts within
+    bf16 rounding of the float32 run and trains, and the saved checkpoint is float32 as the recipe's policy."""
+    run(command("sft", pipeline, tmp_path, 2, 1, extra=["--precision", "bf16", "--gradient-checkpointing"]))
+    bf16, fp32 = losses(tmp_path), losses(runs("sft", 2, 1))
+    assert bf16[0] == pytest.approx(fp32[0], rel=1e-3)  # same weights, bf16 rounding only
+    assert len(bf16) == 8 and bf16[-1] < bf16[0]  # later steps follow their own (rounded) trajectory
+    assert {tensor.dtype for tensor in weights(tmp_path).values()} == {torch.float32}

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, Workdir, snakemake_env
+from conftest import REPO, Workdir, fake_apptainer, snakemake_env
 from slurm_cluster import LocalSlurm
 
 GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate")
@@ -44,8 +44,16 @@ def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: 
         "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
         "--jobs", "2", "--latency-wait", "5", "--verbose", *args,
     ]
+    # The profile runs GPU rules in Apptainer, which is not installable here: a stand-in records the
+    # calls and runs the inner command on the host (see tests/fake_apptainer.py), on a placeholder image.
+    fake_bin = workdir.path / "fake-bin"
+    fake_apptainer(fake_bin, workdir.path / "apptainer-calls.jsonl")
+    image = workdir.path / workdir.config["container"]["image"]
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.touch()
     env = snakemake_env()
-    env.update(SLURM_CONF=cluster.env["SLURM_CONF"], PATH=f"{cluster.root / 'bin'}{os.pathsep}{env['PATH']}")
+    env.update(SLURM_CONF=cluster.env["SLURM_CONF"],
+               PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}")
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
@@ -86,6 +94,11 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
     for log in ("sft", "dpo", "ref_logps-train"):
         text = (workdir.path / f"results/logs/{log}.log").read_text()
         assert re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", text), text[:500]
+    # GPU rules ran in the configured image with the GPUs exposed (--nv), through the profile.
+    calls = [json.loads(line)["argv"] for line in (workdir.path / "apptainer-calls.jsonl").read_text().splitlines()]
+    executed = [argv for argv in calls if "exec" in argv]
+    assert len(executed) == 6 and all("--nv" in argv for argv in executed)  # sft, ref_logps x2, dpo, evaluate, generate
+    assert all(any(a.endswith(workdir.config["container"]["image"]) for a in argv) for argv in executed)
     # One SLURM log per job, kept in a predictable place.
     assert list((workdir.path / "results/logs/slurm/rule_sft").rglob("*.log"))
 
@@ -109,3 +122,21 @@ def test_a_job_cancelled_with_scancel_fails_and_its_retry_completes(workdir, clu
     assert run.returncode == 0, output[-6000:]
     assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", output), output[-6000:]
     assert (workdir.path / "results/ambersafe/sft/model.safetensors").exists()
+
+
+def test_a_two_process_training_step_runs_inside_one_slurm_job(workdir, cluster):
+    """Issue 7's launcher through the profile: 2 GPUs requested -> torchrun starts 2 processes (gloo on CPU)."""
+    original = workdir.config
+    config = workdir.config
+    config["resources"]["sft"].update(gpus=2, cpus=2)
+    workdir.write_config(config)
+    try:
+        result = slurm_snakemake(workdir, cluster, "--until", "sft")
+    finally:
+        workdir.write_config(original)
+    assert "--gpus=2" in sbatch_calls(result.stderr + result.stdout)["sft"]
+    log = (workdir.path / "results/logs/sft.log").read_text()
+    assert "process 0 of 2" in log and "process 1 of 2" in log and "on 2 process(es)" in log
+    assert re.search(r"CUDA_VISIBLE_DEVICES=(0,1|1,0)\b", log), log[:800]
+    record = json.loads((workdir.path / "results/ambersafe/sft/amber_repro.json").read_text())
+    assert record["results"]["processes"] == 2

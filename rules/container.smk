@@ -1,0 +1,27 @@
+# The Apptainer image of the GPU rules, built from containers/amber-repro.def on the submit host.
+# Not part of `rule all` (it needs Apptainer >= 1.2 and the network); build it once with
+#   snakemake --cores 1 results/containers/amber-repro.sif
+# and point config `container.image` at it (the default does). The manual command is in the
+# definition's header; the helpers are in rules/common.smk.
+
+
+localrules:
+    build_container,
+
+
+rule build_container:
+    # A `run` rule: its software is the host's Apptainer (set-uid or user namespaces, configured by
+    # the site), which no conda environment or container can supply.
+    input:
+        definition=str(REPO_DIR / "containers" / "amber-repro.def"),
+        lock=str(REPO_DIR / "requirements.lock"),
+        pyproject=str(REPO_DIR / "pyproject.toml"),
+        check=str(REPO_DIR / "containers" / "check_environment.py"),
+        code=package_files(),
+    output:
+        sif="results/containers/amber-repro.sif",
+        record="results/containers/amber-repro.sif.sha256",
+    log:
+        "results/logs/build_container.log",
+    run:
+        build_image(input, output, log)
