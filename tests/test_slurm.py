@@ -52,11 +52,15 @@ def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: 
     image.parent.mkdir(parents=True, exist_ok=True)
     image.touch()
     env = snakemake_env()
+    # Run from the working directory, as users do: Snakemake expands the profile's $PWD (in its
+    # apptainer-args bind) from the environment when it reads the profile.
+    env["PWD"] = str(workdir.path)
     env.update(SLURM_CONF=cluster.env["SLURM_CONF"],
                PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}")
     if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=workdir.path)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir.path)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
     return result
 
