@@ -103,9 +103,7 @@ def main(args: argparse.Namespace) -> None:
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     sigterm = T.SigtermFlag()
 
-    total = T.steps_per_epoch(len(train_pairs), args.batch_size) * args.n_epochs
-    if args.max_steps is not None:
-        total = min(total, args.max_steps)
+    total = T.total_steps(len(train_pairs), args)
     progress = tqdm(total=total, initial=start_step, desc="dpo", unit="step", mininterval=5, disable=not procs.is_main)
     step, tokens, started = start_step, 0, time.perf_counter()
     for step, indices in T.global_batches(len(train_pairs), args.batch_size, args.seed, args.n_epochs, start_step):

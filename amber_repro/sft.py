@@ -46,9 +46,7 @@ def main(args: argparse.Namespace) -> None:
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     sigterm = T.SigtermFlag()
 
-    total = T.steps_per_epoch(len(examples), args.batch_size) * args.n_epochs
-    if args.max_steps is not None:
-        total = min(total, args.max_steps)
+    total = T.total_steps(len(examples), args)
     progress = tqdm(total=total, initial=start_step, desc="sft", unit="step", mininterval=5, disable=not procs.is_main)
     step, tokens, started = start_step, 0, time.perf_counter()
     for step, indices in T.global_batches(len(examples), args.batch_size, args.seed, args.n_epochs, start_step):

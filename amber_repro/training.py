@@ -112,6 +112,12 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return n_examples // batch_size  # the last partial batch is dropped, as in the reference
 
 
+def total_steps(n_examples: int, args: argparse.Namespace) -> int:
+    """Optimizer steps of the whole run: full batches x epochs, capped by --max-steps."""
+    total = steps_per_epoch(n_examples, args.batch_size) * args.n_epochs
+    return total if args.max_steps is None else min(total, args.max_steps)
+
+
 def global_batches(n_examples: int, batch_size: int, seed: int, n_epochs: int, start_step: int = 0) -> Iterator[tuple[int, list[int]]]:
     """(optimizer step, example indices) for every full batch, shuffled each epoch from the seed.
 

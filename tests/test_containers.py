@@ -10,7 +10,6 @@ the job's command on the host.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +27,7 @@ import yaml
 import amber_repro
 from amber_repro.__main__ import STAGES
 from amber_repro.configuration import config_errors
+from amber_repro.provenance import sha256_file as sha256
 from conftest import REPO, Workdir, fake_apptainer, scheduled_jobs
 from fake_apptainer import binds, definition_sections, parse_command
 
@@ -63,10 +63,6 @@ def lock_pins() -> dict[str, str]:
     bad = [line for line in lines if not PIN.match(line)]
     assert not bad, f"requirements.lock lines that are not name==version: {bad}"
     return {canonical(PIN.match(line).group(1)): PIN.match(line).group(2) for line in lines}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Definition:
