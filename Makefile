@@ -5,13 +5,31 @@ BIN := $(VENV)/bin
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint lock
+# What the SLURM tests start (tests/slurm_cluster.py), from Debian's packages.
+SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge iproute2
+SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
+
+.PHONY: run test lint lock system-packages
 
 run: $(VENV)/.installed
 	snakemake --cores $(CORES) results/ambersafe/eval.json
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-packages
 	python -m pytest -q
+
+# Installs the SLURM test cluster's packages when one of its programs is missing (as root, with apt);
+# otherwise says what to install.
+system-packages:
+	@missing=""; for p in $(SYSTEM_PROGRAMS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
+	else \
+	  echo "the SLURM tests need$$missing: apt-get install --no-install-recommends $(SYSTEM_PACKAGES)" >&2; \
+	  exit 1; \
+	fi
 
 lint: $(VENV)/.installed
 	snakemake --lint

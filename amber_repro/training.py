@@ -9,6 +9,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +78,7 @@ def processes() -> Processes:
         device = torch.device("cpu")
     distributed.init(world, device)
     # What the scheduler granted, for the job log (SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs).
-    print(f"process {rank} of {world} on {device}; "
+    print(f"process {rank} of {world} on {device} of {socket.gethostname()}; "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
     return Processes(rank, world, device)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from amber_repro.codedeps import stage_files
 from amber_repro.configuration import cli_flags, config_errors
@@ -119,17 +120,74 @@ def job_resource(rule_name, key):
     return config["resources"][rule_name][key]
 
 
+MULTI_NODE_RULES = {"sft", "ref_logps", "dpo"}
+
+
+def nodes_of(rule_name):
+    nodes = config["resources"][rule_name]["nodes"]
+    if nodes > 1 and rule_name not in MULTI_NODE_RULES:
+        raise WorkflowError(
+            f"resources.{rule_name}.nodes: {nodes}, but only {', '.join(sorted(MULTI_NODE_RULES))} "
+            "run on several nodes"
+        )
+    return nodes
+
+
+def gpu_job_resources(rule_name):
+    """What a GPU rule asks SLURM for (config["resources"][rule]). On one node, `gpu` (sbatch --gpus).
+    On several, GPUs per node as GRES (--gpus would be the job's total), and `mpi` with one task per
+    node: the SLURM executor then runs the rule's shell in the batch step rather than inside a one-task
+    srun, so the rule's own srun (see launcher) can start a launcher on every node."""
+    wanted = config["resources"][rule_name]
+    resources = {
+        "mem_mb": wanted["mem_mb"],
+        "runtime": wanted["runtime_min"],
+        "nodes": nodes_of(rule_name),
+    }
+    if resources["nodes"] == 1:
+        return {**resources, "gpu": wanted["gpus"]}
+    if wanted["gpus"]:
+        resources["gres"] = f"gpu:{wanted['gpus']}"
+    # tasks_per_gpu 0: the executor would otherwise pass `tasks` on as --ntasks-per-gpu.
+    return {**resources, "mpi": "srun", "tasks": resources["nodes"], "tasks_per_gpu": 0}
+
+
 def launcher(rule_name):
     """`python`, or torchrun with one process per GPU on each of the rule's nodes."""
-    resources = config["resources"][rule_name]
-    return launch_prefix(max(1, resources["gpus"]), resources["nodes"])
+    wanted = config["resources"][rule_name]
+    return launch_prefix(
+        max(1, wanted["gpus"]),
+        nodes_of(rule_name),
+        wanted["cpus"],
+        node_container_exec(),
+    )
 
 
-def gpu_container():
-    """The Apptainer image of the GPU rules: config["container"]["image"], a local .sif path (relative to
+def uses_apptainer():
+    return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+
+
+def gpu_container(rule_name):
+    """The Apptainer image of a GPU rule: config["container"]["image"], a local .sif path (relative to
     the working directory) or a registry URI. Snakemake uses it only with
-    --software-deployment-method apptainer; CPU-only rules have no container."""
+    --software-deployment-method apptainer; CPU-only rules have no container. A multi-node rule has
+    none either: its launcher (srun) runs on the host and starts the image on each node.
+    """
+    if nodes_of(rule_name) > 1:
+        return None
     return config["container"]["image"]
+
+
+def node_container_exec():
+    """`apptainer exec` as Snakemake would run the image (home = working directory, the profile's
+    apptainer-args), for the launcher to put before torchrun on each node; empty without Apptainer.
+    """
+    if not uses_apptainer():
+        return ""
+    return 'apptainer exec --home "$PWD" {} {}'.format(
+        workflow.deployment_settings.apptainer_args,
+        shlex.quote(config["container"]["image"]),
+    )
 
 
 # The image itself (rules/container.smk).

@@ -18,13 +18,10 @@ rule dpo:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container()
+        gpu_container("dpo")
     threads: job_resource("dpo", "cpus")
     resources:
-        gpu=job_resource("dpo", "gpus"),
-        mem_mb=job_resource("dpo", "mem_mb"),
-        runtime=job_resource("dpo", "runtime_min"),
-        nodes=job_resource("dpo", "nodes"),
+        **gpu_job_resources("dpo"),
     params:
         launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",

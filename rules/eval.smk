@@ -33,12 +33,10 @@ rule evaluate:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container()
+        gpu_container("evaluate")
     threads: job_resource("evaluate", "cpus")
     resources:
-        gpu=job_resource("evaluate", "gpus"),
-        mem_mb=job_resource("evaluate", "mem_mb"),
-        runtime=job_resource("evaluate", "runtime_min"),
+        **gpu_job_resources("evaluate"),
     params:
         models=model_flags(config["eval"]["models"]),
         tasks=task_flags(),
@@ -68,12 +66,10 @@ rule generate:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container()
+        gpu_container("generate")
     threads: job_resource("generate", "cpus")
     resources:
-        gpu=job_resource("generate", "gpus"),
-        mem_mb=job_resource("generate", "mem_mb"),
-        runtime=job_resource("generate", "runtime_min"),
+        **gpu_job_resources("generate"),
     params:
         models=model_flags(["sft", "dpo"]),
         flags=cli_flags(config["eval"]["generations"]),

@@ -16,13 +16,10 @@ rule ref_logps:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container()
+        gpu_container("ref_logps")
     threads: job_resource("ref_logps", "cpus")
     resources:
-        gpu=job_resource("ref_logps", "gpus"),
-        mem_mb=job_resource("ref_logps", "mem_mb"),
-        runtime=job_resource("ref_logps", "runtime_min"),
-        nodes=job_resource("ref_logps", "nodes"),
+        **gpu_job_resources("ref_logps"),
     params:
         launcher=launcher("ref_logps"),
         flags=cli_flags(config["reference"], config["tokenization"]),

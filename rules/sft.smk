@@ -15,13 +15,10 @@ rule sft:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container()
+        gpu_container("sft")
     threads: job_resource("sft", "cpus")
     resources:
-        gpu=job_resource("sft", "gpus"),
-        mem_mb=job_resource("sft", "mem_mb"),
-        runtime=job_resource("sft", "runtime_min"),
-        nodes=job_resource("sft", "nodes"),
+        **gpu_job_resources("sft"),
     params:
         launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",

@@ -51,3 +51,12 @@ def test_snakemake_refuses_a_wrong_type_before_any_job(workdir):
     assert result.returncode != 0
     assert "data.synthetic.train_rows: '3000 rows' is not of type 'integer'" in result.stderr
     assert not (workdir.path / "results").exists()
+
+
+def test_snakemake_refuses_several_nodes_for_a_rule_that_runs_on_one(workdir):
+    config = workdir.config
+    config["resources"]["evaluate"]["nodes"] = 2
+    workdir.write_config(config)
+    result = workdir.snakemake("-n", check=False)
+    assert result.returncode != 0
+    assert "resources.evaluate.nodes: 2, but only dpo, ref_logps, sft run on several nodes" in result.stdout + result.stderr

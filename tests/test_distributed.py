@@ -168,9 +168,13 @@ def test_an_impossible_split_stops_before_training(pipeline, tmp_path):
 def test_launch_prefixes():
     assert launch_prefix(1) == "python"
     assert launch_prefix(8) == "python -m torch.distributed.run --nproc-per-node 8 --standalone"
-    multi = launch_prefix(8, 4)
-    assert multi.startswith("srun --nodes 4 --ntasks-per-node 1 python -m torch.distributed.run --nproc-per-node 8 --nnodes 4")
+    multi = launch_prefix(8, 4, 64, "apptainer exec --nv image.sif")
+    assert multi.startswith("srun --nodes 4 --ntasks-per-node 1 --cpus-per-task 64 --kill-on-bad-exit=1 "
+                            "apptainer exec --nv image.sif python -m torch.distributed.run --nproc-per-node 8 --nnodes 4")
     assert '--rdzv-id "$SLURM_JOB_ID"' in multi and "--rdzv-backend c10d" in multi
+    assert '--rdzv-endpoint "$(hostname):29500"' in multi
+    with pytest.raises(ValueError, match="need at least one process"):
+        launch_prefix(0)
 
 
 def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):

@@ -6,16 +6,14 @@ Every scheduler call runs under a hard timeout: a misconfigured SLURM makes Snak
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import REPO, Workdir, fake_apptainer, snakemake_env
-from slurm_cluster import LocalSlurm
+from conftest import Workdir
+from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
 GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate")
 
@@ -31,47 +29,6 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return Workdir(tmp_path_factory.mktemp("slurm-run"))
-
-
-def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: float = 600, wait=True):
-    """Snakemake with the repository's slurm profile; test overrides for this one-node cluster."""
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir.path),
-        "--profile", str(REPO / "profiles" / "slurm"),
-        "--configfile", str(workdir.path / "config" / "config.yaml"),  # the embedded default, not the 7B recipe
-        "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
-        "--slurm-status-command", "squeue",  # no slurmdbd here: sacct exists but fails
-        "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-        "--jobs", "2", "--latency-wait", "5", "--verbose", *args,
-    ]
-    # The profile runs GPU rules in Apptainer, which is not installable here: a stand-in records the
-    # calls and runs the inner command on the host (see tests/fake_apptainer.py), on a placeholder image.
-    fake_bin = workdir.path / "fake-bin"
-    fake_apptainer(fake_bin, workdir.path / "apptainer-calls.jsonl")
-    image = workdir.path / workdir.config["container"]["image"]
-    image.parent.mkdir(parents=True, exist_ok=True)
-    image.touch()
-    env = snakemake_env()
-    # Run from the working directory, as users do: Snakemake expands the profile's $PWD (in its
-    # apptainer-args bind) from the environment when it reads the profile.
-    env["PWD"] = str(workdir.path)
-    env.update(SLURM_CONF=cluster.env["SLURM_CONF"],
-               PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}")
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=workdir.path)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir.path)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
-    return result
-
-
-def sbatch_calls(output: str) -> dict[str, str]:
-    """{rule: sbatch command line} from Snakemake's verbose output."""
-    calls = {}
-    for call in re.findall(r"sbatch call: (.*)", output):
-        rule = re.search(r"--comment '?rule_([a-z_]+?)(?:_wildcards_[^' ]*)?'? ", call + " ")
-        calls[rule.group(1)] = call
-    return calls
 
 
 def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
