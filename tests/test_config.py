@@ -33,30 +33,28 @@ def test_every_key_names_an_unknown_or_mistyped_value():
     ]
 
 
-def test_snakemake_refuses_a_wrong_key_before_any_job(workdir):
+def refused(workdir, edit, *targets: str) -> str:
+    """Snakemake's output for `targets` after `edit(config)`; asserts it stopped before any job."""
     config = workdir.config
-    config["data"]["synthetic"]["sede"] = 1
+    edit(config)
     workdir.write_config(config)
-    result = workdir.snakemake("results/ambersafe/data/manifest.json", check=False)
+    result = workdir.snakemake(*targets, check=False)
     assert result.returncode != 0
-    assert "data.synthetic.sede: unknown key" in result.stderr
     assert not (workdir.path / "results").exists()
+    return result.stdout + result.stderr
+
+
+def test_snakemake_refuses_a_wrong_key_before_any_job(workdir):
+    output = refused(workdir, lambda c: c["data"]["synthetic"].update(sede=1), "results/ambersafe/data/manifest.json")
+    assert "data.synthetic.sede: unknown key" in output
 
 
 def test_snakemake_refuses_a_wrong_type_before_any_job(workdir):
-    config = workdir.config
-    config["data"]["synthetic"]["train_rows"] = "3000 rows"
-    workdir.write_config(config)
-    result = workdir.snakemake("results/ambersafe/data/manifest.json", check=False)
-    assert result.returncode != 0
-    assert "data.synthetic.train_rows: '3000 rows' is not of type 'integer'" in result.stderr
-    assert not (workdir.path / "results").exists()
+    output = refused(workdir, lambda c: c["data"]["synthetic"].update(train_rows="3000 rows"),
+                     "results/ambersafe/data/manifest.json")
+    assert "data.synthetic.train_rows: '3000 rows' is not of type 'integer'" in output
 
 
 def test_snakemake_refuses_several_nodes_for_a_rule_that_runs_on_one(workdir):
-    config = workdir.config
-    config["resources"]["evaluate"]["nodes"] = 2
-    workdir.write_config(config)
-    result = workdir.snakemake("-n", check=False)
-    assert result.returncode != 0
-    assert "resources.evaluate.nodes: 2, but only dpo, ref_logps, sft run on several nodes" in result.stdout + result.stderr
+    output = refused(workdir, lambda c: c["resources"]["evaluate"].update(nodes=2), "results/ambersafe/eval.json")
+    assert "resources.evaluate.nodes: 2, but only dpo, ref_logps, sft run on several nodes" in output
