@@ -23,7 +23,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from amber_repro import distributed
-from amber_repro.training import Processes
+from amber_repro.training import Processes, SigtermFlag
 
 # One process needs no process group; torch says so on every save and load.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
@@ -110,3 +110,28 @@ def load_checkpoint(state_dir: Path, fingerprint: str, model, optimizer, schedul
         print(f"resuming from {folder} at optimizer step {state['step']} "
               f"(written by {state['world_size']} process(es), now {procs.world_size})")
     return state["step"]
+
+
+class RunCheckpoints:
+    """One training run's checkpoints in `state_dir`, for the loop to call at its start and after each
+    optimizer step. SIGTERM (what SLURM sends before a time limit) is caught from construction on."""
+
+    def __init__(self, stage: str, settings: dict, inputs: list[Path], state_dir: Path, every: int,
+                 model, optimizer, scheduler, procs: Processes):
+        self.fingerprint = run_fingerprint(stage, settings, inputs)
+        self.state_dir, self.every = state_dir, every
+        self.training_state = (model, optimizer, scheduler, procs)
+        self.sigterm = SigtermFlag()
+
+    def resume(self) -> int:
+        """Load this run's newest checkpoint, if any; the optimizer step to continue from."""
+        return load_checkpoint(self.state_dir, self.fingerprint, *self.training_state)
+
+    def after_step(self, steps_done: int) -> None:
+        """Save every `every` steps; once any process has had SIGTERM, all save together and stop
+        (StopRequested, exit 143), so the sharded checkpoint has every rank's part."""
+        stop = distributed.any_process(self.sigterm.requested)
+        if steps_done % self.every == 0 or stop:
+            save_checkpoint(self.state_dir, self.fingerprint, steps_done, *self.training_state)
+        if stop:
+            self.sigterm.stop(self.state_dir, steps_done)

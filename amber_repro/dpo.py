@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from amber_repro import distributed
 from amber_repro import training as T
-from amber_repro.checkpointing import load_checkpoint, run_fingerprint, save_checkpoint
+from amber_repro.checkpointing import RunCheckpoints
 from amber_repro.export import model_card, write_model_dir
 from amber_repro.losses import LOSS_TYPES, preference_loss, reward_metrics
 from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
@@ -98,10 +98,10 @@ def main(args: argparse.Namespace) -> None:
         reference_model = distributed.shard(reference_model, "float32")
     optimizer = T.build_optimizer(model, args.lr)
     scheduler = T.build_scheduler(optimizer, args.warmup_steps)
-    fingerprint = run_fingerprint("dpo", T.training_settings(args), [args.model, args.pairs, args.ref_logps])
-    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler, procs)
+    checkpoints = RunCheckpoints("dpo", T.training_settings(args), [args.model, args.pairs, args.ref_logps], args.state_dir,
+                                 args.checkpoint_every, model, optimizer, scheduler, procs)
+    start_step = checkpoints.resume()
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
-    sigterm = T.SigtermFlag()
 
     total = T.total_steps(len(train_pairs), args)
     progress = tqdm(total=total, initial=start_step, desc="dpo", unit="step", mininterval=5, disable=not procs.is_main)
@@ -132,11 +132,7 @@ def main(args: argparse.Namespace) -> None:
             logged.update(evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device))
         metrics.log(step + 1, logged)
         progress.update(1)
-        stop = distributed.any_process(sigterm.requested)
-        if (step + 1) % args.checkpoint_every == 0 or stop:
-            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler, procs)
-        if stop:
-            sigterm.stop(args.state_dir, step + 1)
+        checkpoints.after_step(step + 1)
         step += 1
     progress.close()
     metrics.close()
@@ -152,6 +148,7 @@ def main(args: argparse.Namespace) -> None:
 
     if procs.is_main:
         settings = T.training_settings(args)
+        inputs = {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)}
         card = model_card(
             "AmberSafe DPO (amber-repro)",
             f"Direct preference optimisation ({args.loss}, beta {args.beta}"
@@ -159,11 +156,11 @@ def main(args: argparse.Namespace) -> None:
             f"{', reference-free' if args.reference_free else ''}) from the SFT checkpoint on PKU-SafeRLHF pairs "
             "whose safety labels differ (chosen = the safe response), with the reference model's log-probs precomputed.",
             base_model=str(args.model),
-            data={"pairs": args.pairs, "pairs sha256": sha256_file(args.pairs), "reference log-probs": args.ref_logps},
+            data={"pairs": args.pairs, "pairs sha256": inputs[str(args.pairs)], "reference log-probs": args.ref_logps},
             settings=settings, results={k: v for k, v in final_eval.items()},
         )
         record = {"stage": "dpo", "settings": settings, "base_model": str(args.model),
-                  "inputs": {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)},
+                  "inputs": inputs,
                   "results": final_eval, "speed": speed}
         write_model_dir(model, tokenizer, args.out_dir, card, record, state_dict=weights,
                         extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})

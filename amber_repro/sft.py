@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from amber_repro import distributed
 from amber_repro import training as T
-from amber_repro.checkpointing import load_checkpoint, run_fingerprint, save_checkpoint
+from amber_repro.checkpointing import RunCheckpoints
 from amber_repro.export import model_card, write_model_dir
 from amber_repro.logprobs import sequence_logps, sft_loss
 from amber_repro.provenance import read_json, sha256_file
@@ -41,10 +41,10 @@ def main(args: argparse.Namespace) -> None:
     model = distributed.shard(model, args.precision)
     optimizer = T.build_optimizer(model, args.lr)
     scheduler = T.build_scheduler(optimizer, args.warmup_steps)
-    fingerprint = run_fingerprint("sft", T.training_settings(args), [args.model, args.data])
-    start_step = load_checkpoint(args.state_dir, fingerprint, model, optimizer, scheduler, procs)
+    checkpoints = RunCheckpoints("sft", T.training_settings(args), [args.model, args.data], args.state_dir,
+                                 args.checkpoint_every, model, optimizer, scheduler, procs)
+    start_step = checkpoints.resume()
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
-    sigterm = T.SigtermFlag()
 
     total = T.total_steps(len(examples), args)
     progress = tqdm(total=total, initial=start_step, desc="sft", unit="step", mininterval=5, disable=not procs.is_main)
@@ -70,11 +70,7 @@ def main(args: argparse.Namespace) -> None:
         metrics.log(step + 1, {**logged, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                                "examples": (step + 1) * args.batch_size})
         progress.update(1)
-        stop = distributed.any_process(sigterm.requested)
-        if (step + 1) % args.checkpoint_every == 0 or stop:
-            save_checkpoint(args.state_dir, fingerprint, step + 1, model, optimizer, scheduler, procs)
-        if stop:
-            sigterm.stop(args.state_dir, step + 1)
+        checkpoints.after_step(step + 1)
         step += 1
     progress.close()
     metrics.close()
@@ -85,6 +81,7 @@ def main(args: argparse.Namespace) -> None:
     if procs.is_main:
         settings = T.training_settings(args)
         source = _source_of(args.model)
+        data_sha256 = sha256_file(args.data)
         results = {"optimizer steps": step, "final loss": _last_loss(metrics.path), "processes": procs.world_size,
                    "train tokens/s": tokens / max(seconds, 1e-9)}
         card = model_card(
@@ -92,10 +89,10 @@ def main(args: argparse.Namespace) -> None:
             "Supervised finetuning on the safe (chosen) response of the last kept PKU-SafeRLHF row of each prompt, "
             "with the DPO reference implementation's tokenization (no BOS, EOS appended, prompt masked) and loss "
             "(negative summed response log-likelihood).",
-            base_model=source, data={"sft data": args.data, "sha256": sha256_file(args.data)}, settings=settings, results=results,
+            base_model=source, data={"sft data": args.data, "sha256": data_sha256}, settings=settings, results=results,
         )
         record = {"stage": "sft", "settings": settings, "base_model": source,
-                  "inputs": {str(args.data): sha256_file(args.data)}, "results": results}
+                  "inputs": {str(args.data): data_sha256}, "results": results}
         write_model_dir(model, tokenizer, args.out_dir, card, record, state_dict=weights,
                         extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})
         shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed

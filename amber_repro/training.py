@@ -248,8 +248,3 @@ class MetricsLog:
     def close(self) -> None:
         if self.enabled:
             self.writer.close()
-
-    def copy_to(self, out_dir: Path) -> None:
-        if self.enabled:
-            shutil.copy2(self.path, out_dir / "metrics.jsonl")
-            shutil.copytree(self.path.parent / "tensorboard", out_dir / "tensorboard", dirs_exist_ok=True)

@@ -59,12 +59,6 @@ def raw_files():
     return expand(f"{RAW_DIR}/{{split}}.parquet", split=SPLITS)
 
 
-def data_targets():
-    return expand(
-        f"{DATA_DIR}/{{kind}}-{{split}}.parquet", kind=["pairs", "sft"], split=SPLITS
-    ) + [f"{DATA_DIR}/manifest.json"]
-
-
 def hub_split_flags():
     splits = config["data"]["hub"]["splits"]
     return " ".join(f"--split {ours}={theirs}" for ours, theirs in splits.items())
@@ -163,10 +157,6 @@ def launcher(rule_name):
     )
 
 
-def uses_apptainer():
-    return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
-
-
 def gpu_container(rule_name):
     """The Apptainer image of a GPU rule: config["container"]["image"], a local .sif path (relative to
     the working directory) or a registry URI. Snakemake uses it only with
@@ -182,7 +172,7 @@ def node_container_exec():
     """`apptainer exec` as Snakemake would run the image (home = working directory, the profile's
     apptainer-args), for the launcher to put before torchrun on each node; empty without Apptainer.
     """
-    if not uses_apptainer():
+    if DeploymentMethod.APPTAINER not in workflow.deployment_settings.deployment_method:
         return ""
     return 'apptainer exec --home "$PWD" {} {}'.format(
         workflow.deployment_settings.apptainer_args,

@@ -117,6 +117,14 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
             "AutoDetect=off\n" + "".join(f"NodeName={name} Name=gpu File={gpu_files}\n" for name in self.nodes))
 
     def start(self, timeout: float = 60) -> None:
+        """Start the daemons; if one fails, stop those already running before raising."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         missing = self.missing_programs()
         if missing:
             raise RuntimeError(f"SLURM test cluster: {', '.join(missing)} not installed "
@@ -129,6 +137,8 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
         self.pids["munged"] = self._wait_for_pid(r / "munge" / "munged.pid", timeout)
         subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env)
         self.pids["slurmctld"] = self._wait_for_pid(r / "slurmctld.pid", timeout)
+        if self.network:
+            self.network.create()
         for name in self.nodes:
             (r / "spool" / name).mkdir(parents=True, exist_ok=True)
             slurmd = ["slurmd", "-f", str(self.conf)]
@@ -257,12 +267,10 @@ class TwoNodeNetwork:
             f"ip -n {self.namespace} link set {self.link} up", f"ip -n {self.namespace} link set lo up",
         ):
             subprocess.run(command.split(), check=True, capture_output=True)
-            self.created = True
+            self.created = True  # from the first step on, so remove() undoes a partial set-up
 
     def on_node(self, name: str, command: list[str]) -> list[str]:
         """`command` run as on node `name`: its hostname, its /etc/hosts and, for node2, its network."""
-        if not self.created:
-            self.create()
         inner = f'hostname {name} && mount --bind {self.hosts} /etc/hosts && exec "$@"'
         prefix = ["nsenter", f"--net=/run/netns/{self.namespace}"] if name == "node2" else []
         return [*prefix, "unshare", "--uts", "--mount", "sh", "-c", inner, "sh", *command]

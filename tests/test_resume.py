@@ -96,7 +96,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(stage, u
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(uninterrupted, pipeline, tmp_path):
-    """SFT only: SIGTERM handling is the shared training.SigtermFlag, the same in DPO."""
+    """SFT only: SIGTERM handling is the shared checkpointing.RunCheckpoints, the same in DPO."""
     reference = uninterrupted("sft")
     command = stage_command("sft", pipeline, tmp_path)
     stopped = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGTERM)
