@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # no display on clusters and CI
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from amber_repro.provenance import atomic_write_text, read_json  # noqa: E402
+from amber_repro.provenance import atomic_write_text, read_json
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -22,13 +23,17 @@ def plot_curves(metrics: Path, keys: list[str], title: str, out: Path) -> None:
     """One panel per metric against the optimizer step; held-out points (eval/...) overlaid."""
     rows = read_metrics(metrics)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
-    for axis, key in zip(axes[0], keys):
+    for axis, key in zip(axes[0], keys, strict=True):
         train = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-        held_out = [(r["step"], r[f"eval/{key}"]) for r in rows if isinstance(r.get(f"eval/{key}"), (int, float))]
+        held_out = [
+            (r["step"], r[f"eval/{key}"])
+            for r in rows
+            if isinstance(r.get(f"eval/{key}"), (int, float))
+        ]
         if train:
-            axis.plot(*zip(*train), label="train", linewidth=1)
+            axis.plot(*zip(*train, strict=True), label="train", linewidth=1)
         if held_out:
-            axis.plot(*zip(*held_out), "o-", label="held-out", markersize=3)
+            axis.plot(*zip(*held_out, strict=True), "o-", label="held-out", markersize=3)
         axis.set_title(key)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
@@ -40,20 +45,54 @@ def plot_curves(metrics: Path, keys: list[str], title: str, out: Path) -> None:
     plt.close(fig)
 
 
+# autoescape: every value rendered into the page is HTML-escaped.
+_TEMPLATES = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+EVAL_TABLE = _TEMPLATES.from_string("""\
+<html><body>
+<table>
+<tr><th>model</th><th>task</th><th>shots</th><th>acc</th><th>acc_norm</th></tr>
+{% for row in rows %}
+<tr><td>{{ row.model }}</td><td>{{ row.task }}</td><td>{{ row.shots }}</td>
+{%- for value, stderr in row.cells -%}
+<td>{% if value %}{{ value }} &plusmn; {{ stderr }}{% endif %}</td>
+{%- endfor %}</tr>
+{% endfor %}
+</table>
+{% if rewards %}
+<p>DPO implicit rewards on the held-out pairs: {{ rewards | join(", ") }}</p>
+{% endif %}
+</body></html>
+""")
+
+
 def eval_table(eval_json: Path, out: Path) -> None:
-    """eval.json as an HTML table: one row per (model, task), accuracy with its stderr."""
+    """eval.json as an HTML table: one row per (model, task), accuracy with its stderr.
+
+    Model and task names come from the config: the template escapes them (and every other value)."""
     report = read_json(eval_json)
-    rows = ["<table>", "<tr><th>model</th><th>task</th><th>shots</th><th>acc</th><th>acc_norm</th></tr>"]
+    rows = []
     for model, entry in report["models"].items():
         for task, scores in entry["tasks"].items():
-            cells = [f"{scores[m]:.4f} &plusmn; {scores.get(m + '_stderr', 0):.4f}" if m in scores else "" for m in ("acc", "acc_norm")]
-            rows.append(f"<tr><td>{model}</td><td>{task}</td><td>{scores.get('num_fewshot', '')}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
-    rows.append("</table>")
-    rewards = report.get("dpo_rewards")
-    if rewards:
-        rows.append("<p>DPO implicit rewards on the held-out pairs: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in rewards.items() if k.startswith("rewards/")) + "</p>")
-    atomic_write_text(out, "<html><body>\n" + "\n".join(rows) + "\n</body></html>\n")
+            cells = [
+                (f"{scores[m]:.4f}", f"{scores.get(m + '_stderr', 0):.4f}")
+                if m in scores
+                else ("", "")
+                for m in ("acc", "acc_norm")
+            ]
+            rows.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "shots": scores.get("num_fewshot", ""),
+                    "cells": cells,
+                }
+            )
+    rewards = [
+        f"{k} {v:.4f}"
+        for k, v in (report.get("dpo_rewards") or {}).items()
+        if k.startswith("rewards/")
+    ]
+    atomic_write_text(out, EVAL_TABLE.render(rows=rows, rewards=rewards))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     plot_curves(args.sft_metrics, ["loss"], "SFT", args.sft_plot)
-    plot_curves(args.dpo_metrics, ["loss", "rewards/accuracies", "rewards/margins"], "DPO", args.dpo_plot)
+    plot_curves(
+        args.dpo_metrics, ["loss", "rewards/accuracies", "rewards/margins"], "DPO", args.dpo_plot
+    )
     eval_table(args.eval_json, args.eval_table)
     print(f"wrote {args.sft_plot}, {args.dpo_plot}, {args.eval_table}")

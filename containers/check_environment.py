@@ -16,17 +16,15 @@ and exits 1 if there is any.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
+# packaging is pinned in requirements.lock, which the image installs before running this check.
+from packaging.utils import canonicalize_name as canonical
+
 ALWAYS_ALLOWED = {"pip", "amber-repro"}
 CUDA_TORCH_EXTRAS = ("nvidia-", "triton")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def read_lock(path: Path) -> dict[str, str]:
@@ -46,8 +44,12 @@ def installed_versions() -> dict[str, str]:
     return {canonical(dist.metadata["Name"]): dist.version for dist in distributions()}
 
 
-def problems(lock: dict[str, str], installed: dict[str, str], torch_local: str | None = None,
-             allowed: set[str] = frozenset()) -> list[str]:
+def problems(
+    lock: dict[str, str],
+    installed: dict[str, str],
+    torch_local: str | None = None,
+    allowed: set[str] = frozenset(),
+) -> list[str]:
     found = []
     for name, version in sorted(lock.items()):
         want = f"{version}+{torch_local}" if name == "torch" and torch_local else version
@@ -67,15 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path)
     parser.add_argument("--torch-local", help="local build tag torch must carry, e.g. cu126")
-    parser.add_argument("--allow", action="append", default=[], metavar="NAME",
-                        help="a package that may be installed besides the lock (repeatable)")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a package that may be installed besides the lock (repeatable)",
+    )
     args = parser.parse_args(argv)
     lock = read_lock(args.lock)
-    found = problems(lock, installed_versions(), args.torch_local, {canonical(n) for n in args.allow})
+    found = problems(
+        lock, installed_versions(), args.torch_local, {canonical(n) for n in args.allow}
+    )
     for line in found:
         print(line, file=sys.stderr)
     if found:
-        print(f"the environment differs from {args.lock} ({len(found)} problem(s))", file=sys.stderr)
+        print(
+            f"the environment differs from {args.lock} ({len(found)} problem(s))", file=sys.stderr
+        )
         return 1
     print(f"the environment matches {args.lock}: {len(lock)} packages")
     return 0

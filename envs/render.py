@@ -7,22 +7,30 @@ Run inside the project's virtual environment (it reads installed metadata to fol
 
 from __future__ import annotations
 
-import re
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canonical
 
 HERE = Path(__file__).parent
 CONCERNS = {
     "data": ["polars", "pyarrow", "datasets", "huggingface-hub"],
-    "train": ["torch", "transformers", "tokenizers", "accelerate", "safetensors", "tensorboard",
-              "lm-eval", "datasets", "polars", "pyarrow", "tqdm", "matplotlib"],
+    "train": [
+        "torch",
+        "transformers",
+        "tokenizers",
+        "accelerate",
+        "safetensors",
+        "tensorboard",
+        "lm-eval",
+        "datasets",
+        "polars",
+        "pyarrow",
+        "tqdm",
+        "matplotlib",
+    ],
 }
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def read_lock(path: Path) -> dict[str, str]:
@@ -55,7 +63,10 @@ def closure(roots: list[str], pins: dict[str, str]) -> set[str]:
 
 def render(concern: str, pins: dict[str, str]) -> str:
     lines = [
-        f"# conda environment '{concern}', generated from requirements.lock by envs/render.py: do not edit.",
+        (
+            f"# conda environment '{concern}', generated from requirements.lock by envs/render.py: "
+            "do not edit."
+        ),
         f"name: amber-repro-{concern}",
         "channels:",
         "  - conda-forge",
