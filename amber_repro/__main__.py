@@ -1,4 +1,5 @@
-"""Command line: `python -m amber_repro <stage> --help`. One stage, explicit input and output paths."""
+"""Command line: `python -m amber_repro <stage> --help`. One stage, explicit input and output
+paths."""
 
 from __future__ import annotations
 
@@ -6,22 +7,84 @@ import argparse
 import importlib
 import sys
 
+from amber_repro.configuration import check_settings
 from amber_repro.errors import AmberError
 
 # stage name -> (module, argument builder, entry point, one-line help)
 STAGES = {
-    "download-data": ("amber_repro.download", "add_data_arguments", "main_data", "fetch PKU-SafeRLHF at a pinned revision"),
-    "download-model": ("amber_repro.download", "add_model_arguments", "main_model", "fetch a base model at a pinned revision"),
-    "synthesize": ("amber_repro.synthetic", "add_arguments", "main", "generate the embedded synthetic dataset"),
-    "filter": ("amber_repro.filtering", "add_arguments", "main", "raw rows -> preference pairs and SFT targets"),
-    "base-model": ("amber_repro.base_model", "add_arguments", "main", "build the embedded tiny LLaMA and its tokenizer"),
+    "download-data": (
+        "amber_repro.download",
+        "add_data_arguments",
+        "main_data",
+        "fetch PKU-SafeRLHF at a pinned revision",
+    ),
+    "download-model": (
+        "amber_repro.download",
+        "add_model_arguments",
+        "main_model",
+        "fetch a base model at a pinned revision",
+    ),
+    "synthesize": (
+        "amber_repro.synthetic",
+        "add_arguments",
+        "main",
+        "generate the embedded synthetic dataset",
+    ),
+    "filter": (
+        "amber_repro.filtering",
+        "add_arguments",
+        "main",
+        "raw rows -> preference pairs and SFT targets",
+    ),
+    "base-model": (
+        "amber_repro.base_model",
+        "add_arguments",
+        "main",
+        "build the embedded tiny LLaMA and its tokenizer",
+    ),
     "sft": ("amber_repro.sft", "add_arguments", "main", "supervised finetuning on the SFT targets"),
-    "ref-logps": ("amber_repro.ref_logps", "add_arguments", "main", "the frozen SFT model's log-probs of every pair"),
-    "dpo": ("amber_repro.dpo", "add_arguments", "main", "DPO (and IPO, conservative, reference-free) training"),
-    "eval": ("amber_repro.evaluation", "add_arguments", "main", "lm-eval + safety task + DPO rewards -> eval.json"),
-    "eval-datasets": ("amber_repro.eval_datasets", "add_arguments", "main", "fill the datasets cache for lm-eval tasks"),
-    "generate": ("amber_repro.generations", "add_arguments", "main", "greedy generations for held-out prompts"),
-    "plots": ("amber_repro.plots", "add_arguments", "main", "training curves and the eval table for the report"),
+    "ref-logps": (
+        "amber_repro.ref_logps",
+        "add_arguments",
+        "main",
+        "the frozen SFT model's log-probs of every pair",
+    ),
+    "dpo": (
+        "amber_repro.dpo",
+        "add_arguments",
+        "main",
+        "DPO (and IPO, conservative, reference-free) training",
+    ),
+    "eval": (
+        "amber_repro.evaluation",
+        "add_arguments",
+        "main",
+        "lm-eval + safety task + DPO rewards -> eval.json",
+    ),
+    "eval-datasets": (
+        "amber_repro.eval_datasets",
+        "add_arguments",
+        "main",
+        "fill the datasets cache for lm-eval tasks",
+    ),
+    "generate": (
+        "amber_repro.generations",
+        "add_arguments",
+        "main",
+        "greedy generations for held-out prompts",
+    ),
+    "plots": (
+        "amber_repro.plots",
+        "add_arguments",
+        "main",
+        "training curves and the eval table for the report",
+    ),
+    "settings": (
+        "amber_repro.configuration",
+        "add_arguments",
+        "main",
+        "resolved settings, schema, docs",
+    ),
 }
 
 
@@ -42,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _, entry, _ = STAGES[args.stage]
     module = importlib.import_module(module_name)
     try:
+        check_settings(args)
         getattr(module, entry)(args)
     except AmberError as error:
         print(f"error: {error}", file=sys.stderr)

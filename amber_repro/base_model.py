@@ -1,8 +1,8 @@
 """The embedded default's base model: a tiny LlamaForCausalLM and a tokenizer trained on the data.
 
-Stands in for LLM360/AmberChat on laptops and CI: same architecture family (LLaMA, RMSNorm, no BOS in
-training), built from a LlamaConfig with a fixed seed, with a byte-level BPE tokenizer trained by the
-`tokenizers` library on the training texts, saved with save_pretrained like a hub checkpoint.
+Stands in for LLM360/AmberChat on laptops and CI: same architecture family (LLaMA, RMSNorm, no BOS
+in training), built from a LlamaConfig with a fixed seed, with a byte-level BPE tokenizer trained by
+the `tokenizers` library on the training texts, saved with save_pretrained like a hub checkpoint.
 """
 
 from __future__ import annotations
@@ -13,15 +13,26 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.export import model_card, write_model_dir
 from amber_repro.provenance import sha256_file
+from amber_repro.settings import TinyModel
 
-SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+SPECIAL_TOKENS = {
+    "unk_token": "<unk>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+}
 
 
 def training_texts(pairs: Path, sft: Path) -> list[str]:
     frame = pl.read_parquet(pairs)
-    texts = frame["prompt"].unique(maintain_order=True).to_list() + frame["chosen"].to_list() + frame["rejected"].to_list()
+    texts = (
+        frame["prompt"].unique(maintain_order=True).to_list()
+        + frame["chosen"].to_list()
+        + frame["rejected"].to_list()
+    )
     return texts + pl.read_parquet(sft)["response"].to_list()
 
 
@@ -40,7 +51,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **SPECIAL_TOKENS
+    )
 
 
 def build_model(tokenizer, args: argparse.Namespace):
@@ -63,39 +76,48 @@ def build_model(tokenizer, args: argparse.Namespace):
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pairs", type=Path, required=True, help="pairs-train.parquet (tokenizer training text)")
-    parser.add_argument("--sft", type=Path, required=True, help="sft-train.parquet (tokenizer training text)")
+    parser.add_argument(
+        "--pairs", type=Path, required=True, help="pairs-train.parquet (tokenizer training text)"
+    )
+    parser.add_argument(
+        "--sft", type=Path, required=True, help="sft-train.parquet (tokenizer training text)"
+    )
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--vocab-size", type=int, default=1024)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--intermediate-size", type=int, default=176)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--max-position-embeddings", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    add_settings_arguments(parser, TinyModel)
 
 
 def main(args: argparse.Namespace) -> None:
     tokenizer = train_tokenizer(training_texts(args.pairs, args.sft), args.vocab_size)
     model = build_model(tokenizer, args)
     n_params = sum(p.numel() for p in model.parameters())
-    settings = {k: v for k, v in vars(args).items() if k not in {"pairs", "sft", "out_dir", "stage"}}
+    settings = {
+        k: v for k, v in vars(args).items() if k not in {"pairs", "sft", "out_dir", "stage"}
+    }
     card = model_card(
         "amber-repro tiny base model",
-        f"A randomly initialised LlamaForCausalLM ({n_params:,} parameters) standing in for LLM360/AmberChat "
-        "in the embedded default, with a byte-level BPE tokenizer trained on the training split.",
+        f"A randomly initialised LlamaForCausalLM ({n_params:,} parameters) standing in for "
+        "LLM360/AmberChat in the embedded default, with a byte-level BPE tokenizer trained on the "
+        "training split.",
         base_model="none (built from a LlamaConfig)",
         data={"pairs": args.pairs, "sft": args.sft},
         settings=settings,
         results={"parameters": n_params, "vocabulary": len(tokenizer)},
     )
-    record = {"stage": "base-model", "settings": settings,
-              "inputs": {str(p): sha256_file(p) for p in (args.pairs, args.sft)}}
+    record = {
+        "stage": "base-model",
+        "settings": settings,
+        "inputs": {str(p): sha256_file(p) for p in (args.pairs, args.sft)},
+    }
     write_model_dir(model, tokenizer, args.out_dir, card, record)
-    print(f"built a {n_params:,}-parameter LlamaForCausalLM with a {len(tokenizer)}-token tokenizer in {args.out_dir}")
+    print(
+        f"built a {n_params:,}-parameter LlamaForCausalLM with a {len(tokenizer)}-token tokenizer "
+        f"in {args.out_dir}"
+    )

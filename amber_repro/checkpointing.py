@@ -3,10 +3,10 @@
 A checkpoint folder holds the model and optimizer state as a torch distributed checkpoint (each
 process writes its own shards; loading reshards, so a run can resume on another number of
 processes), `trainer_state.pt` (scheduler, the optimizer step reached, the fingerprint) and one RNG
-file per process. It lives outside the stage's Snakemake output, which Snakemake deletes before a job
-starts, and carries a fingerprint of the run's settings and inputs: a changed setting (say a new
-learning rate) starts afresh instead of resuming someone else's run. The process count is not part of
-the fingerprint: the effective batch does not depend on it.
+file per process. It lives outside the stage's Snakemake output, which Snakemake deletes before a
+job starts, and carries a fingerprint of the run's settings and inputs: a changed setting (say a new
+learning rate) starts afresh instead of resuming someone else's run. The process count is not part
+of the fingerprint: the effective batch does not depend on it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from amber_repro import distributed
 from amber_repro.training import Processes, SigtermFlag
 
 # One process needs no process group; torch says so on every save and load.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+warnings.filterwarnings(
+    "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
+)
 
 CURRENT = "checkpoint"
 PREVIOUS = "checkpoint.old"
@@ -34,12 +36,19 @@ TEMPORARY = ".checkpoint.tmp"
 
 
 def run_fingerprint(stage: str, settings: dict, inputs: list[Path]) -> str:
-    """sha256 of the stage, its settings, and the identity (path, size, mtime) of each input file."""
+    """sha256 of the stage, its settings, and the identity (path, size, mtime) of each input
+    file."""
     files = []
     for root in inputs:
-        paths = sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).is_dir() else [Path(root)]
+        paths = (
+            sorted(p for p in Path(root).rglob("*") if p.is_file())
+            if Path(root).is_dir()
+            else [Path(root)]
+        )
         files += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    payload = json.dumps({"stage": stage, "settings": settings, "inputs": files}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"stage": stage, "settings": settings, "inputs": files}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -57,7 +66,9 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(state_dir: Path, fingerprint: str, step: int, model, optimizer, scheduler, procs: Processes) -> None:
+def save_checkpoint(
+    state_dir: Path, fingerprint: str, step: int, model, optimizer, scheduler, procs: Processes
+) -> None:
     """Every process writes its shards next to the current checkpoint; rank 0 then swaps it in."""
     tmp = state_dir / TEMPORARY
     if procs.is_main:
@@ -68,8 +79,15 @@ def save_checkpoint(state_dir: Path, fingerprint: str, step: int, model, optimiz
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
     torch.save(rng_states(), tmp / f"rng-{procs.rank}.pt")
     if procs.is_main:
-        torch.save({"fingerprint": fingerprint, "step": step, "scheduler": scheduler.state_dict(),
-                    "world_size": procs.world_size}, tmp / "trainer_state.pt")
+        torch.save(
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "scheduler": scheduler.state_dict(),
+                "world_size": procs.world_size,
+            },
+            tmp / "trainer_state.pt",
+        )
     distributed.barrier()
     if procs.is_main:
         current, previous = state_dir / CURRENT, state_dir / PREVIOUS
@@ -90,8 +108,11 @@ def find_checkpoint(state_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(state_dir: Path, fingerprint: str, model, optimizer, scheduler, procs: Processes) -> int:
-    """Restore the newest checkpoint of this same run into the objects; return its step (0 if none)."""
+def load_checkpoint(
+    state_dir: Path, fingerprint: str, model, optimizer, scheduler, procs: Processes
+) -> int:
+    """Restore the newest checkpoint of this same run into the objects; return its step (0 if
+    none)."""
     folder = find_checkpoint(state_dir)
     if folder is None:
         return 0
@@ -107,17 +128,30 @@ def load_checkpoint(state_dir: Path, fingerprint: str, model, optimizer, schedul
     rng = folder / f"rng-{procs.rank}.pt"
     restore_rng_states(torch.load(rng if rng.exists() else folder / "rng-0.pt", weights_only=True))
     if procs.is_main:
-        print(f"resuming from {folder} at optimizer step {state['step']} "
-              f"(written by {state['world_size']} process(es), now {procs.world_size})")
+        print(
+            f"resuming from {folder} at optimizer step {state['step']} "
+            f"(written by {state['world_size']} process(es), now {procs.world_size})"
+        )
     return state["step"]
 
 
 class RunCheckpoints:
-    """One training run's checkpoints in `state_dir`, for the loop to call at its start and after each
-    optimizer step. SIGTERM (what SLURM sends before a time limit) is caught from construction on."""
+    """One training run's checkpoints in `state_dir`, for the loop to call at its start and after
+    each optimizer step. SIGTERM (what SLURM sends before a time limit) is caught from construction
+    on."""
 
-    def __init__(self, stage: str, settings: dict, inputs: list[Path], state_dir: Path, every: int,
-                 model, optimizer, scheduler, procs: Processes):
+    def __init__(
+        self,
+        stage: str,
+        settings: dict,
+        inputs: list[Path],
+        state_dir: Path,
+        every: int,
+        model,
+        optimizer,
+        scheduler,
+        procs: Processes,
+    ):
         self.fingerprint = run_fingerprint(stage, settings, inputs)
         self.state_dir, self.every = state_dir, every
         self.training_state = (model, optimizer, scheduler, procs)

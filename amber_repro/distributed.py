@@ -1,9 +1,10 @@
-"""One process or many: process-group set-up, FSDP2 sharding, and the few collectives the loops need.
+"""One process or many: process-group set-up, FSDP2 sharding, and the few collectives the loops
+need.
 
-With WORLD_SIZE == 1 (the default here) nothing is initialised and the model stays a plain module, so
-the single-process path is the plain PyTorch one. Under torchrun (WORLD_SIZE > 1) the process group
-uses NCCL on GPUs and gloo on CPU, and the model is sharded with FSDP2: each LlamaDecoderLayer is its
-own unit, then the whole model (the recipe's wrap policy).
+With WORLD_SIZE == 1 (the default here) nothing is initialised and the model stays a plain module,
+so the single-process path is the plain PyTorch one. Under torchrun (WORLD_SIZE > 1) the process
+group uses NCCL on GPUs and gloo on CPU, and the model is sharded with FSDP2: each LlamaDecoderLayer
+is its own unit, then the whole model (the recipe's wrap policy).
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ def is_distributed() -> bool:
 
 
 def shard(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """FSDP2 full sharding per decoder layer, then the root; bf16 compute with float32 reduction if asked."""
+    """FSDP2 full sharding per decoder layer, then the root; bf16 compute with float32 reduction if
+    asked."""
     if not is_distributed():
         return model
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if precision == "bf16"
+        else MixedPrecisionPolicy()
+    )
     for module in model.modules():
         if type(module).__name__ in DECODER_LAYERS:
             fully_shard(module, mp_policy=policy)
@@ -62,7 +68,8 @@ def sum_over_processes(value: int) -> int:
 
 
 def any_process(flag: bool) -> bool:
-    """True on every process if it is True on any (so all stop at the same step, e.g. on SIGTERM)."""
+    """True on every process if it is True on any (so all stop at the same step, e.g. on
+    SIGTERM)."""
     if not is_distributed():
         return flag
     tensor = torch.tensor([1.0 if flag else 0.0])
@@ -90,7 +97,9 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
     if not is_distributed():
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
 
 
 def shutdown() -> None:

@@ -1,4 +1,5 @@
-"""Fetch pinned artefacts from the Hugging Face hub on the submit host (compute nodes may be offline).
+"""Fetch pinned artefacts from the Hugging Face hub on the submit host (compute nodes may be
+offline).
 
 - `download-data`: PKU-SafeRLHF at a pinned revision, each split written unchanged to parquet.
 - `download-model`: a model snapshot at a pinned revision into a local directory that jobs read
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.provenance import software_versions, write_json
+from amber_repro.settings import HubDataset, HubModel
 
 
 def resolve_dataset_commit(dataset: str, revision: str) -> str | None:
@@ -61,16 +64,24 @@ def download_model(name: str, revision: str, out_dir: Path) -> Path:
     )
     write_json(
         out_dir / "amber_repro_source.json",
-        {"kind": "hub", "model": name, "revision": revision, "commit": commit, "software": software_versions()},
+        {
+            "kind": "hub",
+            "model": name,
+            "revision": revision,
+            "commit": commit,
+            "software": software_versions(),
+        },
     )
     return out_dir
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="PKU-Alignment/PKU-SafeRLHF")
-    parser.add_argument("--revision", default="v0", help="tag, branch or commit sha to pin")
+    add_settings_arguments(parser, (HubDataset, ("dataset", "revision")))
     parser.add_argument(
-        "--split", action="append", default=None, metavar="OURS=HUB",
+        "--split",
+        action="append",
+        default=None,
+        metavar="OURS=HUB",
         help="our split name = the hub's split name (repeatable; default train=train test=test)",
     )
     parser.add_argument("--out-dir", type=Path, required=True)
@@ -84,8 +95,7 @@ def main_data(args: argparse.Namespace) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default="LLM360/AmberChat")
-    parser.add_argument("--revision", default="main", help="tag, branch or commit sha to pin")
+    add_settings_arguments(parser, HubModel)
     parser.add_argument("--out-dir", type=Path, required=True)
 
 

@@ -22,34 +22,45 @@ from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.checkpointing import RunCheckpoints
 from amber_repro.export import model_card, write_model_dir
-from amber_repro.losses import LOSS_TYPES, preference_loss, reward_metrics
+from amber_repro.losses import preference_loss, reward_metrics
 from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
 from amber_repro.provenance import sha256_file
+from amber_repro.settings import DPOSettings, ReferenceSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=Path, required=True, help="pairs-train.parquet")
-    parser.add_argument("--ref-logps", type=Path, required=True, help="reference log-probs of --pairs")
-    parser.add_argument("--eval-pairs", type=Path, required=True, help="pairs-test.parquet (held out)")
-    parser.add_argument("--eval-ref-logps", type=Path, required=True, help="reference log-probs of --eval-pairs")
-    parser.add_argument("--loss", choices=LOSS_TYPES, default="sigmoid")
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="> 0: conservative DPO")
-    parser.add_argument("--reference-free", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--eval-every", type=int, default=100, help="optimizer steps between held-out evaluations")
-    parser.add_argument("--eval-examples", type=int, default=256, help="held-out pairs per evaluation")
-    parser.add_argument("--eval-batch-size", type=int, default=32)
+    parser.add_argument(
+        "--ref-logps", type=Path, required=True, help="reference log-probs of --pairs"
+    )
+    parser.add_argument(
+        "--eval-pairs", type=Path, required=True, help="pairs-test.parquet (held out)"
+    )
+    parser.add_argument(
+        "--eval-ref-logps", type=Path, required=True, help="reference log-probs of --eval-pairs"
+    )
+    # For comparisons only (bench/dpo_reference_modes.py); the workflow always uses stored
+    # log-probs.
     parser.add_argument("--reference-mode", choices=["precomputed", "live"], default="precomputed")
-    parser.add_argument("--reference-precision", choices=["float32", "float16", "bf16"], default="float16",
-                        help="dtype of the live reference model (--reference-mode live)")
-    T.add_training_arguments(parser, batch_size=32, gradient_accumulation_steps=4, lr=5e-7)
+    parser.add_argument(
+        "--reference-precision",
+        choices=["float32", "float16", "bf16"],
+        default=ReferenceSettings().precision,
+        help="dtype of the live reference model (--reference-mode live)",
+    )
+    T.add_training_arguments(parser, DPOSettings)
 
 
-def load_pairs(pairs_path: Path, ref_path: Path, tokenizer, args) -> tuple[list[dict], torch.Tensor]:
+def load_pairs(
+    pairs_path: Path, ref_path: Path, tokenizer, args
+) -> tuple[list[dict], torch.Tensor]:
     """Tokenized pairs and their reference log-probs as a (pairs, 2) tensor [chosen, rejected]."""
     frame = pl.read_parquet(pairs_path)
     reference = read_reference_logps(ref_path, frame)
-    ref = torch.tensor(reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(), dtype=torch.float32)
+    ref = torch.tensor(
+        reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
+        dtype=torch.float32,
+    )
     return tokenize_pairs(tokenizer, frame, T.limits(args)), ref
 
 
@@ -63,10 +74,22 @@ def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
     else:
         ref_chosen, ref_rejected = ref[:, 0].to(device), ref[:, 1].to(device)
     losses, chosen_rewards, rejected_rewards = preference_loss(
-        policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=args.beta, loss_type=args.loss,
-        label_smoothing=args.label_smoothing, reference_free=args.reference_free,
+        policy_chosen,
+        policy_rejected,
+        ref_chosen,
+        ref_rejected,
+        beta=args.beta,
+        loss_type=args.loss,
+        label_smoothing=args.label_smoothing,
+        reference_free=args.reference_free,
     )
-    return losses, chosen_rewards, rejected_rewards, policy_chosen.detach(), policy_rejected.detach()
+    return (
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+        policy_chosen.detach(),
+        policy_rejected.detach(),
+    )
 
 
 @torch.no_grad()
@@ -77,10 +100,20 @@ def evaluate(model, reference_model, pairs, ref, pad_id, args, device) -> dict[s
     parts = []
     for start in range(0, n, args.eval_batch_size):
         end = min(start + args.eval_batch_size, n)
-        parts.append(pair_losses(model, reference_model, pairs[start:end], ref[start:end], pad_id, args, device))
-    losses, chosen, rejected, logps_chosen, logps_rejected = (torch.cat(t) for t in zip(*parts))
-    return {"eval/loss": losses.mean().item(), **{f"eval/{k}": v for k, v in reward_metrics(chosen, rejected).items()},
-            "eval/logps/chosen": logps_chosen.mean().item(), "eval/logps/rejected": logps_rejected.mean().item()}
+        parts.append(
+            pair_losses(
+                model, reference_model, pairs[start:end], ref[start:end], pad_id, args, device
+            )
+        )
+    losses, chosen, rejected, logps_chosen, logps_rejected = (
+        torch.cat(t) for t in zip(*parts, strict=True)
+    )
+    return {
+        "eval/loss": losses.mean().item(),
+        **{f"eval/{k}": v for k, v in reward_metrics(chosen, rejected).items()},
+        "eval/logps/chosen": logps_chosen.mean().item(),
+        "eval/logps/rejected": logps_rejected.mean().item(),
+    }
 
 
 def main(args: argparse.Namespace) -> None:
@@ -91,45 +124,91 @@ def main(args: argparse.Namespace) -> None:
     train_pairs, train_ref = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
     eval_pairs, eval_ref = load_pairs(args.eval_pairs, args.eval_ref_logps, tokenizer, args)
 
-    model = distributed.shard(T.load_model(args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing), args.precision)
+    model = distributed.shard(
+        T.load_model(
+            args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
+        ),
+        args.precision,
+    )
     reference_model = None
     if args.reference_mode == "live":
-        reference_model = T.load_model(args.model, T.PRECISIONS[args.reference_precision], procs.device).eval()
+        reference_model = T.load_model(
+            args.model, T.PRECISIONS[args.reference_precision], procs.device
+        ).eval()
         reference_model = distributed.shard(reference_model, "float32")
     optimizer = T.build_optimizer(model, args.lr)
     scheduler = T.build_scheduler(optimizer, args.warmup_steps)
-    checkpoints = RunCheckpoints("dpo", T.training_settings(args), [args.model, args.pairs, args.ref_logps], args.state_dir,
-                                 args.checkpoint_every, model, optimizer, scheduler, procs)
+    checkpoints = RunCheckpoints(
+        "dpo",
+        T.training_settings(args),
+        [args.model, args.pairs, args.ref_logps],
+        args.state_dir,
+        args.checkpoint_every,
+        model,
+        optimizer,
+        scheduler,
+        procs,
+    )
     start_step = checkpoints.resume()
     metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
 
     total = T.total_steps(len(train_pairs), args)
-    progress = tqdm(total=total, initial=start_step, desc="dpo", unit="step", mininterval=5, disable=not procs.is_main)
+    progress = tqdm(
+        total=total,
+        initial=start_step,
+        desc="dpo",
+        unit="step",
+        mininterval=5,
+        disable=not procs.is_main,
+    )
     step, tokens, started = start_step, 0, time.perf_counter()
-    for step, indices in T.global_batches(len(train_pairs), args.batch_size, args.seed, args.n_epochs, start_step):
+    for step, indices in T.global_batches(
+        len(train_pairs), args.batch_size, args.seed, args.n_epochs, start_step
+    ):
         if step >= total:
             break
         model.train()
-        sums = {"loss": 0.0, "rewards/chosen": 0.0, "rewards/rejected": 0.0, "rewards/accuracies": 0.0,
-                "rewards/margins": 0.0, "logps/chosen": 0.0, "logps/rejected": 0.0}
+        sums = {
+            "loss": 0.0,
+            "rewards/chosen": 0.0,
+            "rewards/rejected": 0.0,
+            "rewards/accuracies": 0.0,
+            "rewards/margins": 0.0,
+            "logps/chosen": 0.0,
+            "logps/rejected": 0.0,
+        }
         chunks = T.micro_batches(indices, micro, procs)
         for index, chunk in enumerate(chunks):
             distributed.gradient_sync(model, index == len(chunks) - 1)
             pairs = [train_pairs[i] for i in chunk]
             losses, chosen_r, rejected_r, logps_c, logps_r = pair_losses(
-                model, reference_model, pairs, train_ref[chunk], pad_id, args, procs.device)
+                model, reference_model, pairs, train_ref[chunk], pad_id, args, procs.device
+            )
             loss = losses.mean() / args.gradient_accumulation_steps
             T.check_finite(loss, step, args.state_dir)
             loss.backward()
-            values = {"loss": loss.item() * args.gradient_accumulation_steps, **reward_metrics(chosen_r, rejected_r),
-                      "logps/chosen": logps_c.mean().item(), "logps/rejected": logps_r.mean().item()}
+            values = {
+                "loss": loss.item() * args.gradient_accumulation_steps,
+                **reward_metrics(chosen_r, rejected_r),
+                "logps/chosen": logps_c.mean().item(),
+                "logps/rejected": logps_r.mean().item(),
+            }
             for key, value in values.items():
                 sums[key] += value / args.gradient_accumulation_steps
-            tokens += sum(len(p["chosen"]["input_ids"]) + len(p["rejected"]["input_ids"]) for p in pairs)
+            tokens += sum(
+                len(p["chosen"]["input_ids"]) + len(p["rejected"]["input_ids"]) for p in pairs
+            )
         grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
-        logged = {**distributed.mean_over_processes(sums), "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0], "examples": (step + 1) * args.batch_size}
+        logged = {
+            **distributed.mean_over_processes(sums),
+            "grad_norm": grad_norm,
+            "lr": scheduler.get_last_lr()[0],
+            "examples": (step + 1) * args.batch_size,
+        }
         if (step + 1) % args.eval_every == 0 or step + 1 == total:
-            logged.update(evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device))
+            logged.update(
+                evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device)
+            )
         metrics.log(step + 1, logged)
         progress.update(1)
         checkpoints.after_step(step + 1)
@@ -140,29 +219,57 @@ def main(args: argparse.Namespace) -> None:
     final_eval = evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device)
     tokens = distributed.sum_over_processes(tokens)
     weights = distributed.full_state_dict(model)
-    speed = {"processes": procs.world_size, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9),
-             "peak_memory_bytes": T.peak_memory_bytes(procs.device)}
+    speed = {
+        "processes": procs.world_size,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": tokens / max(seconds, 1e-9),
+        "peak_memory_bytes": T.peak_memory_bytes(procs.device),
+    }
     if procs.is_main:
-        print(f"dpo: {step} optimizer steps in {seconds:.1f} s on {procs.world_size} process(es), "
-              f"{speed['tokens_per_second']:.0f} tokens/s; held-out {final_eval}")
+        print(
+            f"dpo: {step} optimizer steps in {seconds:.1f} s on {procs.world_size} process(es), "
+            f"{speed['tokens_per_second']:.0f} tokens/s; held-out {final_eval}"
+        )
 
     if procs.is_main:
         settings = T.training_settings(args)
-        inputs = {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)}
+        inputs = {
+            str(p): sha256_file(p)
+            for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)
+        }
         card = model_card(
             "AmberSafe DPO (amber-repro)",
             f"Direct preference optimisation ({args.loss}, beta {args.beta}"
             f"{', label smoothing ' + str(args.label_smoothing) if args.label_smoothing else ''}"
-            f"{', reference-free' if args.reference_free else ''}) from the SFT checkpoint on PKU-SafeRLHF pairs "
-            "whose safety labels differ (chosen = the safe response), with the reference model's log-probs precomputed.",
+            f"{', reference-free' if args.reference_free else ''}) from the SFT checkpoint on "
+            "PKU-SafeRLHF pairs whose safety labels differ (chosen = the safe response), with "
+            "the reference model's log-probs precomputed.",
             base_model=str(args.model),
-            data={"pairs": args.pairs, "pairs sha256": inputs[str(args.pairs)], "reference log-probs": args.ref_logps},
-            settings=settings, results={k: v for k, v in final_eval.items()},
+            data={
+                "pairs": args.pairs,
+                "pairs sha256": inputs[str(args.pairs)],
+                "reference log-probs": args.ref_logps,
+            },
+            settings=settings,
+            results={k: v for k, v in final_eval.items()},
         )
-        record = {"stage": "dpo", "settings": settings, "base_model": str(args.model),
-                  "inputs": inputs,
-                  "results": final_eval, "speed": speed}
-        write_model_dir(model, tokenizer, args.out_dir, card, record, state_dict=weights,
-                        extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"})
+        record = {
+            "stage": "dpo",
+            "settings": settings,
+            "base_model": str(args.model),
+            "inputs": inputs,
+            "results": final_eval,
+            "speed": speed,
+        }
+        write_model_dir(
+            model,
+            tokenizer,
+            args.out_dir,
+            card,
+            record,
+            state_dict=weights,
+            extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"},
+        )
         shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
     distributed.shutdown()

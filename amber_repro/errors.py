@@ -1,4 +1,5 @@
-"""Errors that mean "bad input or a run that cannot go on": the CLI prints them without a traceback."""
+"""Errors that mean "bad input or a run that cannot go on": the CLI prints them without a
+traceback."""
 
 
 class AmberError(Exception):

@@ -19,12 +19,16 @@ def prepare(task_names: list[str]) -> dict:
     tasks = get_task_dict(task_names, TaskManager())
     versions = {}
     for name, task in tasks.items():
-        versions[str(name)] = getattr(task, "VERSION", None) if not isinstance(task, dict) else "group"
+        versions[str(name)] = (
+            getattr(task, "VERSION", None) if not isinstance(task, dict) else "group"
+        )
     return versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", action="append", default=[], metavar="NAME[:SHOTS]", help="repeatable")
+    parser.add_argument(
+        "--task", action="append", default=[], metavar="NAME[:SHOTS]", help="repeatable"
+    )
     parser.add_argument("--out", type=Path, required=True, help="record of what was cached (JSON)")
 
 

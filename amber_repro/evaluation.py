@@ -5,7 +5,8 @@ eval.json (schema_version 1):
   models.<name>.path / .weights_sha256        which checkpoint was evaluated
   models.<name>.tasks.<task>.<metric>          e.g. acc, acc_stderr, acc_norm, acc_norm_stderr
   models.<name>.tasks.<task>.num_fewshot / .samples
-  dpo_rewards.{rewards/accuracies, rewards/margins, rewards/chosen, rewards/rejected, pairs, beta, loss_type}
+  dpo_rewards.{rewards/accuracies, rewards/margins, rewards/chosen, rewards/rejected, pairs, beta,
+               loss_type}
   versions.{lm_eval, tasks.<task>, software}
   config                                       the evaluation settings that produced the file
   timing                                       the only part that changes between identical runs
@@ -21,9 +22,11 @@ import polars as pl
 import torch
 
 from amber_repro import training as T
-from amber_repro.losses import LOSS_TYPES, preference_loss, reward_metrics
+from amber_repro.configuration import add_settings_arguments
+from amber_repro.losses import preference_loss, reward_metrics
 from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
 from amber_repro.provenance import command_line, sha256_file, software_versions, write_json
+from amber_repro.settings import DPOSettings, EvalSettings, Tokenization
 
 SAFETY_TASK = "saferlhf_preference"
 
@@ -37,7 +40,10 @@ def safety_task_config(pairs_path: Path, work_dir: Path) -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
     docs = work_dir / f"{SAFETY_TASK}.parquet"
     pl.read_parquet(pairs_path).select(
-        "source_row", "prompt", pl.concat_list("chosen", "rejected").alias("choices"), pl.lit(0).alias("label")
+        "source_row",
+        "prompt",
+        pl.concat_list("chosen", "rejected").alias("choices"),
+        pl.lit(0).alias("label"),
     ).write_parquet(docs)
     return {
         "task": SAFETY_TASK,
@@ -63,7 +69,9 @@ def parse_task(text: str) -> tuple[str, int]:
     return name, int(shots or 0)
 
 
-def harness_results(model_path: Path, tasks: list[tuple[str | dict, int]], args) -> tuple[dict, dict]:
+def harness_results(
+    model_path: Path, tasks: list[tuple[str | dict, int]], args
+) -> tuple[dict, dict]:
     """Run lm-eval's simple_evaluate for each (task, shots) on one saved checkpoint.
 
     Returns ({task: {metric: value, num_fewshot, samples}}, {task: version}).
@@ -71,14 +79,30 @@ def harness_results(model_path: Path, tasks: list[tuple[str | dict, int]], args)
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=str(model_path), backend="causal", dtype="float32", batch_size=args.batch_size,
-              device=str(T.processes().device), trust_remote_code=False)
+    lm = HFLM(
+        pretrained=str(model_path),
+        backend="causal",
+        dtype="float32",
+        batch_size=args.batch_size,
+        device=str(T.processes().device),
+        trust_remote_code=False,
+    )
     scores, versions = {}, {}
     for task, shots in tasks:
-        output = simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, limit=args.limit,
-                                 log_samples=False, bootstrap_iters=args.bootstrap_iters)
+        output = simple_evaluate(
+            model=lm,
+            tasks=[task],
+            num_fewshot=shots,
+            limit=args.limit,
+            log_samples=False,
+            bootstrap_iters=args.bootstrap_iters,
+        )
         for name, metrics in output["results"].items():
-            entry = {key.split(",")[0]: value for key, value in metrics.items() if key not in ("alias", "sample_len") and isinstance(value, (int, float))}
+            entry = {
+                key.split(",")[0]: value
+                for key, value in metrics.items()
+                if key not in ("alias", "sample_len") and isinstance(value, (int, float))
+            }
             entry["num_fewshot"] = shots
             entry["samples"] = output.get("n-samples", {}).get(name, {}).get("effective")
             scores[name] = dict(sorted(entry.items()))
@@ -94,33 +118,67 @@ def dpo_rewards(model_path: Path, pairs_path: Path, ref_path: Path, args) -> dic
     tokenizer = T.load_tokenizer(model_path)
     frame = pl.read_parquet(pairs_path)
     reference = read_reference_logps(ref_path, frame)
-    ref = torch.tensor(reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(), dtype=torch.float32)
+    ref = torch.tensor(
+        reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
+        dtype=torch.float32,
+    )
     pairs = tokenize_pairs(tokenizer, frame, T.Limits(args.max_length, args.max_prompt_length))
     chosen, rejected = [], []
     for start in range(0, len(pairs), args.batch_size):
-        c, r = concatenated_logps(model, pairs[start : start + args.batch_size], tokenizer.pad_token_id, procs.device)
+        c, r = concatenated_logps(
+            model, pairs[start : start + args.batch_size], tokenizer.pad_token_id, procs.device
+        )
         chosen.append(c.cpu())
         rejected.append(r.cpu())
     _, chosen_rewards, rejected_rewards = preference_loss(
-        torch.cat(chosen), torch.cat(rejected), ref[:, 0], ref[:, 1], beta=args.beta, loss_type=args.loss)
-    return {**reward_metrics(chosen_rewards, rejected_rewards), "pairs": len(pairs), "beta": args.beta, "loss_type": args.loss}
+        torch.cat(chosen),
+        torch.cat(rejected),
+        ref[:, 0],
+        ref[:, 1],
+        beta=args.beta,
+        loss_type=args.loss,
+    )
+    return {
+        **reward_metrics(chosen_rewards, rejected_rewards),
+        "pairs": len(pairs),
+        "beta": args.beta,
+        "loss_type": args.loss,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
-                        help="a save_pretrained folder to evaluate (repeatable), e.g. dpo=results/ambersafe/dpo")
-    parser.add_argument("--pairs", type=Path, required=True, help="held-out pairs (pairs-test.parquet)")
-    parser.add_argument("--ref-logps", type=Path, help="reference log-probs of --pairs (for the DPO rewards)")
-    parser.add_argument("--dpo-model", default="dpo", help="which NAME gets the implicit-reward metrics")
-    parser.add_argument("--task", action="append", default=[], metavar="NAME[:SHOTS]", help="an lm-eval task (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--limit", type=int, default=None, help="at most this many documents per task")
-    parser.add_argument("--bootstrap-iters", type=int, default=100000, help="lm-eval's stderr bootstrap for non-mean metrics")
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--loss", choices=LOSS_TYPES, default="sigmoid")
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--work-dir", type=Path, required=True, help="scratch space (the safety task's documents)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a save_pretrained folder to evaluate (repeatable), e.g. dpo=results/ambersafe/dpo",
+    )
+    parser.add_argument(
+        "--pairs", type=Path, required=True, help="held-out pairs (pairs-test.parquet)"
+    )
+    parser.add_argument(
+        "--ref-logps", type=Path, help="reference log-probs of --pairs (for the DPO rewards)"
+    )
+    parser.add_argument(
+        "--dpo-model", default="dpo", help="which NAME gets the implicit-reward metrics"
+    )
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME[:SHOTS]",
+        help="an lm-eval task (repeatable)",
+    )
+    add_settings_arguments(
+        parser,
+        (EvalSettings, ("batch_size", "limit", "bootstrap_iters")),
+        (DPOSettings, ("beta", "loss")),
+        Tokenization,
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, required=True, help="scratch space (the safety task's documents)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="eval.json")
 
 
@@ -133,20 +191,39 @@ def main(args: argparse.Namespace) -> None:
     for name, path in models.items():
         began = time.perf_counter()
         scores, versions = harness_results(Path(path), tasks, args)
-        report["models"][name] = {"path": path, "weights_sha256": {p.name: sha256_file(p) for p in sorted(Path(path).glob("*.safetensors"))},
-                                  "tasks": scores}
+        report["models"][name] = {
+            "path": path,
+            "weights_sha256": {
+                p.name: sha256_file(p) for p in sorted(Path(path).glob("*.safetensors"))
+            },
+            "tasks": scores,
+        }
         report["versions"]["tasks"].update(versions)
         seconds[name] = round(time.perf_counter() - began, 3)
-        print(f"{name}: " + ", ".join(f"{task} acc {s.get('acc', float('nan')):.4f}" for task, s in scores.items()))
+        print(
+            f"{name}: "
+            + ", ".join(
+                f"{task} acc {s.get('acc', float('nan')):.4f}" for task, s in scores.items()
+            )
+        )
     if args.dpo_model in models and args.ref_logps:
-        report["dpo_rewards"] = dpo_rewards(Path(models[args.dpo_model]), args.pairs, args.ref_logps, args)
+        report["dpo_rewards"] = dpo_rewards(
+            Path(models[args.dpo_model]), args.pairs, args.ref_logps, args
+        )
     software = software_versions()
     report["versions"].update(lm_eval=software.get("lm_eval"), software=software)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in {"out", "work_dir", "stage"}}
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in sorted(vars(args).items())
+        if k not in {"out", "work_dir", "stage"}
+    }
     report["config"] = settings
     report["inputs"] = {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps) if p}
-    report["timing"] = {"seconds_per_model": seconds, "total_seconds": round(time.perf_counter() - started, 3),
-                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report["timing"] = {
+        "seconds_per_model": seconds,
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     report["command"] = command_line()
     write_json(args.out, report)
     print(f"wrote {args.out}")

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import polars as pl
 
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.errors import DataError
-from amber_repro.provenance import read_json, sha256_file, software_versions, write_json
+from amber_repro.provenance import (
+    atomic_path,
+    read_json,
+    sha256_file,
+    software_versions,
+    write_json,
+)
+from amber_repro.settings import DataSettings
 
 TEXT_COLUMNS = ("prompt", "response_0", "response_1")
 LABEL_COLUMNS = ("is_response_0_safe", "is_response_1_safe")
@@ -26,7 +34,8 @@ ROW = "source_row"
 
 
 def read_raw(path: Path) -> pl.DataFrame:
-    """Read one raw split, check its columns and types, and number its rows (0-based `source_row`)."""
+    """Read one raw split, check its columns and types, and number its rows (0-based
+    `source_row`)."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -39,7 +48,9 @@ def read_raw(path: Path) -> pl.DataFrame:
         raise DataError(f"{path}: no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(frame.columns)})")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(frame.columns)})"
+        )
     frame = frame.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     for column in TEXT_COLUMNS:
         _require_dtype(frame, path, column, pl.String, "text")
@@ -66,7 +77,9 @@ def malformed_reason() -> pl.Expr:
     return reason
 
 
-def filter_split(frame: pl.DataFrame, path: Path, on_malformed: str) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def filter_split(
+    frame: pl.DataFrame, path: Path, on_malformed: str
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Return (pairs, sft targets, counts) for one split read by `read_raw`."""
     frame = frame.with_columns(malformed_reason().alias("_malformed"))
     malformed = frame.filter(pl.col("_malformed").is_not_null())
@@ -89,7 +102,9 @@ def filter_split(frame: pl.DataFrame, path: Path, on_malformed: str) -> tuple[pl
     # One grouping gives both outputs: prompts in order of first appearance (the original's dict),
     # each prompt's kept rows in source order; the SFT target is the last of them.
     by_prompt = kept.group_by("prompt", maintain_order=True).agg(ROW, "chosen", "rejected")
-    pairs = by_prompt.explode([ROW, "chosen", "rejected"]).select(ROW, "prompt", "chosen", "rejected")
+    pairs = by_prompt.explode([ROW, "chosen", "rejected"]).select(
+        ROW, "prompt", "chosen", "rejected"
+    )
     sft = by_prompt.select(
         pl.col(ROW).list.last(), "prompt", pl.col("chosen").list.last().alias("response")
     )
@@ -108,9 +123,8 @@ def filter_split(frame: pl.DataFrame, path: Path, on_malformed: str) -> tuple[pl
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
 
 
 def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malformed: str) -> dict:
@@ -122,7 +136,10 @@ def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malfo
     source = read_json(source_path)
     results = {}
     for raw_path in raw_paths:
-        results[raw_path.stem] = (raw_path, *filter_split(read_raw(raw_path), raw_path, on_malformed))
+        results[raw_path.stem] = (
+            raw_path,
+            *filter_split(read_raw(raw_path), raw_path, on_malformed),
+        )
     # Write only after every split passed, so a bad test split cannot leave a half-updated set.
     manifest = {
         "source": {k: source.get(k) for k in ("kind", "dataset", "revision", "commit", "seed")},
@@ -144,14 +161,29 @@ def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", type=Path, nargs="+", required=True, help="raw {split}.parquet files; the file stem names the split")
-    parser.add_argument("--source", type=Path, required=True, help="the raw data's source.json (revision, seed)")
-    parser.add_argument("--out-dir", type=Path, required=True, help="pairs-/sft-{split}.parquet and manifest.json go here")
-    parser.add_argument("--on-malformed", choices=["error", "drop"], default="error")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="raw {split}.parquet files; the file stem names the split",
+    )
+    parser.add_argument(
+        "--source", type=Path, required=True, help="the raw data's source.json (revision, seed)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="pairs-/sft-{split}.parquet and manifest.json go here",
+    )
+    add_settings_arguments(parser, (DataSettings, ("on_malformed",)))
 
 
 def main(args: argparse.Namespace) -> None:
     manifest = run_filter(args.raw, args.source, args.out_dir, args.on_malformed)
     for split, counts in manifest["splits"].items():
-        print(f"{split}: read {counts['rows_read']}, kept {counts['rows_kept']} pairs, "
-              f"{counts['unique_prompts']} unique prompts, dropped {counts['rows_dropped']}")
+        print(
+            f"{split}: read {counts['rows_read']}, kept {counts['rows_kept']} pairs, "
+            f"{counts['unique_prompts']} unique prompts, dropped {counts['rows_dropped']}"
+        )

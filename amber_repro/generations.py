@@ -9,7 +9,9 @@ import polars as pl
 import torch
 
 from amber_repro import training as T
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.provenance import atomic_write_text
+from amber_repro.settings import GenerationSettings
 
 
 @torch.no_grad()
@@ -20,27 +22,56 @@ def generate(model_path: Path, prompts: list[str], max_new_tokens: int) -> list[
     tokenizer = T.load_tokenizer(model_path)
     outputs = []
     for prompt in prompts:
-        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=procs.device)
-        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        outputs.append(tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        ids = torch.tensor(
+            [tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=procs.device
+        )
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        outputs.append(
+            tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        )
     return outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="repeatable")
-    parser.add_argument("--pairs", type=Path, required=True, help="held-out pairs; the first unique prompts are used")
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--model", action="append", required=True, metavar="NAME=PATH", help="repeatable"
+    )
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        required=True,
+        help="held-out pairs; the first unique prompts are used",
+    )
+    add_settings_arguments(parser, GenerationSettings)
     parser.add_argument("--out", type=Path, required=True, help="a Markdown file")
 
 
 def main(args: argparse.Namespace) -> None:
-    prompts = pl.read_parquet(args.pairs)["prompt"].unique(maintain_order=True).head(args.prompts).to_list()
+    prompts = (
+        pl.read_parquet(args.pairs)["prompt"]
+        .unique(maintain_order=True)
+        .head(args.prompts)
+        .to_list()
+    )
     models = dict(item.split("=", 1) for item in args.model)
-    answers = {name: generate(Path(path), prompts, args.max_new_tokens) for name, path in models.items()}
-    lines = ["# Greedy generations for held-out prompts", "",
-             f"Models: {', '.join(f'{n} (`{p}`)' for n, p in models.items())}; at most {args.max_new_tokens} new tokens.", ""]
+    answers = {
+        name: generate(Path(path), prompts, args.max_new_tokens) for name, path in models.items()
+    }
+    lines = [
+        "# Greedy generations for held-out prompts",
+        "",
+        (
+            f"Models: {', '.join(f'{n} (`{p}`)' for n, p in models.items())}; "
+            f"at most {args.max_new_tokens} new tokens."
+        ),
+        "",
+    ]
     for index, prompt in enumerate(prompts):
         lines += [f"## Prompt {index + 1}", "", f"> {prompt}", ""]
         lines += [f"**{name}:** {answers[name][index] or '(empty)'}" + "\n" for name in models]

@@ -12,8 +12,8 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     logits: (batch, length, vocab), the model's output for input_ids.
     labels: (batch, length), input_ids with IGNORE_INDEX where nothing is trained (prompt, padding).
-    Returns (batch,) float32: sum over t of log p(labels[t] | tokens < t). Token t is predicted by the
-    logits at t - 1, hence the shift.
+    Returns (batch,) float32: sum over t of log p(labels[t] | tokens < t). Token t is predicted by
+    the logits at t - 1, hence the shift.
     """
     logits = logits[:, :-1, :].float()
     labels = labels[:, 1:]

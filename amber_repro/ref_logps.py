@@ -15,56 +15,80 @@ from tqdm import tqdm
 
 from amber_repro import distributed
 from amber_repro import training as T
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.errors import NonFiniteLossError
 from amber_repro.pairs import concatenated_logps, tokenize_pairs
-from amber_repro.provenance import command_line, sha256_file, sha256_tree, software_versions, write_json
+from amber_repro.provenance import (
+    atomic_path,
+    command_line,
+    sha256_file,
+    sha256_tree,
+    software_versions,
+    write_json,
+)
+from amber_repro.settings import ReferenceSettings, Tokenization
 from amber_repro.tokenization import Limits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="the SFT save_pretrained folder")
     parser.add_argument("--pairs", type=Path, required=True, help="pairs-{split}.parquet")
-    parser.add_argument("--out", type=Path, required=True, help="{split}.parquet; a .json record goes beside it")
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass")
-    parser.add_argument("--precision", choices=["float32", "float16", "bf16"], default="float16",
-                        help="the reference model's dtype (the recipe: float16)")
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
+    parser.add_argument(
+        "--out", type=Path, required=True, help="{split}.parquet; a .json record goes beside it"
+    )
+    add_settings_arguments(parser, ReferenceSettings, Tokenization)
 
 
 def shard(n_items: int, rank: int, world_size: int) -> range:
-    """This process's contiguous block of items; the blocks of all processes cover each item once."""
+    """This process's contiguous block of items; the blocks of all processes cover each item
+    once."""
     return range(n_items * rank // world_size, n_items * (rank + 1) // world_size)
 
 
 @torch.no_grad()
-def compute(model, tokenizer, pairs: pl.DataFrame, limits: Limits, batch_size: int, procs: T.Processes) -> tuple[pl.DataFrame, list[int]]:
-    """Log-probs of every pair, each computed by exactly one process; returns them and the per-process counts."""
+def compute(
+    model, tokenizer, pairs: pl.DataFrame, limits: Limits, batch_size: int, procs: T.Processes
+) -> tuple[pl.DataFrame, list[int]]:
+    """Log-probs of every pair, each computed by exactly one process; returns them and the
+    per-process counts."""
     tokenized = tokenize_pairs(tokenizer, pairs, limits)
     mine = list(shard(len(tokenized), procs.rank, procs.world_size))
     counts = distributed.gather(len(mine))
     local = []
     # Under FSDP every process joins every forward pass, so all run the same number of batches; a
     # process whose block is used up runs a stand-in pair and drops the result.
-    for start in tqdm(range(0, max(counts), batch_size), desc="ref-logps", unit="batch", mininterval=5, disable=not procs.is_main):
+    for start in tqdm(
+        range(0, max(counts), batch_size),
+        desc="ref-logps",
+        unit="batch",
+        mininterval=5,
+        disable=not procs.is_main,
+    ):
         indices = mine[start : start + batch_size]
         batch = [tokenized[i] for i in indices] or tokenized[:1]
         chosen, rejected = concatenated_logps(model, batch, tokenizer.pad_token_id, procs.device)
-        local += zip(indices, chosen.cpu().tolist(), rejected.cpu().tolist())
+        # A stand-in batch is longer than `indices` (empty): zip drops its result.
+        local += zip(indices, chosen.cpu().tolist(), rejected.cpu().tolist(), strict=False)
     rows = sorted(row for part in distributed.gather(local) for row in part)
     if [i for i, _, _ in rows] != list(range(len(tokenized))):
-        raise RuntimeError("reference log-probs: the processes did not cover every pair exactly once")
+        raise RuntimeError(
+            "reference log-probs: the processes did not cover every pair exactly once"
+        )
     chosen_t = torch.tensor([c for _, c, _ in rows], dtype=torch.float64)
     rejected_t = torch.tensor([r for _, _, r in rows], dtype=torch.float64)
     bad = ~(torch.isfinite(chosen_t) & torch.isfinite(rejected_t))
     if bad.any():
         row = pairs["source_row"][int(bad.nonzero()[0])]
-        raise NonFiniteLossError(f"non-finite reference log-prob for source_row {row} ({int(bad.sum())} pair(s))")
-    frame = pl.DataFrame({
-        "source_row": pairs["source_row"],
-        "reference_chosen_logps": chosen_t.numpy(),
-        "reference_rejected_logps": rejected_t.numpy(),
-    })
+        raise NonFiniteLossError(
+            f"non-finite reference log-prob for source_row {row} ({int(bad.sum())} pair(s))"
+        )
+    frame = pl.DataFrame(
+        {
+            "source_row": pairs["source_row"],
+            "reference_chosen_logps": chosen_t.numpy(),
+            "reference_rejected_logps": rejected_t.numpy(),
+        }
+    )
     return frame, counts
 
 
@@ -78,18 +102,30 @@ def main(args: argparse.Namespace) -> None:
     result, counts = compute(model, tokenizer, pairs, limits, args.batch_size, procs)
     if procs.is_main:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        result.write_parquet(tmp)
-        tmp.replace(args.out)
-        write_json(args.out.with_suffix(".json"), {
-            "stage": "ref-logps",
-            "settings": {k: v for k, v in vars(args).items() if k in {"batch_size", "precision", "max_length", "max_prompt_length"}},
-            "inputs": {str(args.pairs): sha256_file(args.pairs), str(args.model): sha256_tree(args.model)},
-            "outputs": {str(args.out): sha256_file(args.out)},
-            "pairs": result.height,
-            "pairs_per_process": counts,
-            "software": software_versions(),
-            "command": command_line(),
-        })
-        print(f"ref-logps: {result.height} pairs from {args.pairs} on {procs.world_size} process(es) -> {args.out}")
+        with atomic_path(args.out) as tmp:
+            result.write_parquet(tmp)
+        write_json(
+            args.out.with_suffix(".json"),
+            {
+                "stage": "ref-logps",
+                "settings": {
+                    k: v
+                    for k, v in vars(args).items()
+                    if k in {"batch_size", "precision", "max_length", "max_prompt_length"}
+                },
+                "inputs": {
+                    str(args.pairs): sha256_file(args.pairs),
+                    str(args.model): sha256_tree(args.model),
+                },
+                "outputs": {str(args.out): sha256_file(args.out)},
+                "pairs": result.height,
+                "pairs_per_process": counts,
+                "software": software_versions(),
+                "command": command_line(),
+            },
+        )
+        print(
+            f"ref-logps: {result.height} pairs from {args.pairs} on {procs.world_size} "
+            f"process(es) -> {args.out}"
+        )
     distributed.shutdown()

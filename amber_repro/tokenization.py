@@ -1,9 +1,11 @@
 """The reference implementation's tokenization, as pure functions on token id lists.
 
-Prompt and response are tokenized separately with no special tokens (no BOS); EOS is appended to each
-response; there is no chat template. Labels mask the prompt with -100 and train the response and EOS.
-Truncation ("keep_start"): if prompt + longer response > max_length, keep the first max_prompt_length
-prompt tokens; if still too long, cut every response to max_length - max_prompt_length.
+Prompt and response are tokenized separately with no special tokens (no BOS); EOS is appended to
+each response; there is no chat template. Labels mask the prompt with -100 and train the response
+and EOS.
+Truncation ("keep_start"): if prompt + longer response > max_length, keep the first
+max_prompt_length prompt tokens; if still too long, cut every response to
+max_length - max_prompt_length.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ class Limits:
     def __post_init__(self):
         if not 0 < self.max_prompt_length < self.max_length:
             raise ConfigError(
-                f"need 0 < max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})"
+                f"need 0 < max_prompt_length ({self.max_prompt_length}) "
+                f"< max_length ({self.max_length})"
             )
 
 
-def truncate(prompt: list[int], responses: list[list[int]], limits: Limits) -> tuple[list[int], list[list[int]]]:
+def truncate(
+    prompt: list[int], responses: list[list[int]], limits: Limits
+) -> tuple[list[int], list[list[int]]]:
     """Apply keep-start truncation to a prompt and its responses (each already ending in EOS)."""
     longer = max(len(r) for r in responses)
     if len(prompt) + longer > limits.max_length:
@@ -52,22 +57,31 @@ def encode(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def tokenize_pair(tokenizer, prompt: str, chosen: str, rejected: str, limits: Limits) -> dict[str, dict]:
+def tokenize_pair(
+    tokenizer, prompt: str, chosen: str, rejected: str, limits: Limits
+) -> dict[str, dict]:
     """Tokenize a preference pair: {"chosen": sequence, "rejected": sequence}."""
     eos = [tokenizer.eos_token_id]
     prompt_ids, (chosen_ids, rejected_ids) = truncate(
-        encode(tokenizer, prompt), [encode(tokenizer, chosen) + eos, encode(tokenizer, rejected) + eos], limits
+        encode(tokenizer, prompt),
+        [encode(tokenizer, chosen) + eos, encode(tokenizer, rejected) + eos],
+        limits,
     )
-    return {"chosen": sequence(prompt_ids, chosen_ids), "rejected": sequence(prompt_ids, rejected_ids)}
+    return {
+        "chosen": sequence(prompt_ids, chosen_ids),
+        "rejected": sequence(prompt_ids, rejected_ids),
+    }
 
 
 def tokenize_sft(tokenizer, prompt: str, response: str, limits: Limits) -> dict[str, list[int]]:
-    """Tokenize an SFT example; the reference treats it as a pair whose two responses are the target."""
+    """Tokenize an SFT example; the reference treats it as a pair whose two responses are the
+    target."""
     return tokenize_pair(tokenizer, prompt, response, response, limits)["chosen"]
 
 
 def collate(sequences: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence: input_ids, attention_mask and labels, each (batch, length)."""
+    """Right-pad to the longest sequence: input_ids, attention_mask and labels, each (batch,
+    length)."""
     length = max(len(s["input_ids"]) for s in sequences)
     input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
     labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)

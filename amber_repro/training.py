@@ -10,44 +10,49 @@ import resource
 import shutil
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from amber_repro import distributed
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.errors import ConfigError, NonFiniteLossError, StopRequested
+from amber_repro.settings import Tokenization, Training
 from amber_repro.tokenization import Limits
 
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, *, batch_size: int, gradient_accumulation_steps: int, lr: float) -> None:
-    """Flags common to SFT and DPO; defaults are the recipe's (RECIPE.md)."""
-    parser.add_argument("--model", type=Path, required=True, help="save_pretrained folder to start from")
-    parser.add_argument("--out-dir", type=Path, required=True, help="the final save_pretrained folder")
-    parser.add_argument("--state-dir", type=Path, required=True, help="resumable checkpoints and live logs")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="GLOBAL examples per optimizer step")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=gradient_accumulation_steps)
-    parser.add_argument("--n-epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--warmup-steps", type=int, default=150)
-    parser.add_argument("--max-grad-norm", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32",
-                        help="float32 (the recipe's policy precision) or bf16 autocast")
-    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+def add_training_arguments(parser: argparse.ArgumentParser, settings: type[Training]) -> None:
+    """A training stage's paths, its settings (defaults: the recipe's) and the tokenization's."""
+    parser.add_argument(
+        "--model", type=Path, required=True, help="save_pretrained folder to start from"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, required=True, help="the final save_pretrained folder"
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, required=True, help="resumable checkpoints and live logs"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many optimizer steps (smoke runs)",
+    )
+    add_settings_arguments(parser, settings, Tokenization)
 
 
 def training_settings(args: argparse.Namespace) -> dict:
     """The settings that decide a run's result (paths and checkpoint cadence excluded)."""
     excluded = {"model", "out_dir", "state_dir", "checkpoint_every", "stage"}
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in excluded}
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in sorted(vars(args).items())
+        if k not in excluded
+    }
 
 
 def limits(args: argparse.Namespace) -> Limits:
@@ -68,7 +73,8 @@ class Processes:
 
 
 def processes() -> Processes:
-    """Read rank and world size as torchrun / accelerate launch set them; one CPU process otherwise."""
+    """Read rank and world size as torchrun / accelerate launch set them; one CPU process
+    otherwise."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
@@ -78,18 +84,24 @@ def processes() -> Processes:
         device = torch.device("cpu")
     distributed.init(world, device)
     # What the scheduler granted, for the job log (SLURM sets CUDA_VISIBLE_DEVICES for GPU jobs).
-    print(f"process {rank} of {world} on {device} of {socket.gethostname()}; "
-          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
+    print(
+        f"process {rank} of {world} on {device} of {socket.gethostname()}; "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}",
+        flush=True,
+    )
     return Processes(rank, world, device)
 
 
-def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global") -> int:
+def micro_batch_size(
+    batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global"
+) -> int:
     """Each process's micro-batch, checked before training starts.
 
-    convention "global" (the DPO reference, used by AmberSafe's SFT and DPO): batch_size is the number
-    of examples per optimizer step over all processes, so micro = batch / (accumulation x processes).
-    convention "per_device" (the HF Trainer / FastChat, used by AmberChat): batch_size is per process
-    and per micro-step, so the global batch is batch x accumulation x processes.
+    convention "global" (the DPO reference, used by AmberSafe's SFT and DPO): batch_size is the
+    number of examples per optimizer step over all processes, so
+    micro = batch / (accumulation x processes).
+    convention "per_device" (the HF Trainer / FastChat, used by AmberChat): batch_size is per
+    process and per micro-step, so the global batch is batch x accumulation x processes.
     """
     if convention == "per_device":
         return batch_size
@@ -102,7 +114,9 @@ def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, world_si
     return batch_size // per_step
 
 
-def global_batch_size(batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global") -> int:
+def global_batch_size(
+    batch_size: int, gradient_accumulation_steps: int, world_size: int, convention: str = "global"
+) -> int:
     """Examples per optimizer step under either convention (see micro_batch_size)."""
     if convention == "per_device":
         return batch_size * gradient_accumulation_steps * world_size
@@ -119,7 +133,9 @@ def total_steps(n_examples: int, args: argparse.Namespace) -> int:
     return total if args.max_steps is None else min(total, args.max_steps)
 
 
-def global_batches(n_examples: int, batch_size: int, seed: int, n_epochs: int, start_step: int = 0) -> Iterator[tuple[int, list[int]]]:
+def global_batches(
+    n_examples: int, batch_size: int, seed: int, n_epochs: int, start_step: int = 0
+) -> Iterator[tuple[int, list[int]]]:
     """(optimizer step, example indices) for every full batch, shuffled each epoch from the seed.
 
     The order depends only on (seed, epoch), so a resumed run continues with exactly the batches an
@@ -129,7 +145,9 @@ def global_batches(n_examples: int, batch_size: int, seed: int, n_epochs: int, s
     if per_epoch == 0:
         raise ConfigError(f"{n_examples} examples make no full batch of {batch_size}")
     for epoch in range(start_step // per_epoch, n_epochs):
-        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+        order = torch.randperm(
+            n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        ).tolist()
         for index in range(per_epoch):
             step = epoch * per_epoch + index
             if step >= start_step:
@@ -146,9 +164,14 @@ def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(model.parameters(), lr=lr)  # the reference's default optimizer
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over warmup_steps, then constant (the reference's schedule, step counted from 0)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over warmup_steps, then constant (the reference's schedule, step counted from
+    0)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
+    )
 
 
 def autocast(args: argparse.Namespace, device: torch.device):
@@ -156,11 +179,15 @@ def autocast(args: argparse.Namespace, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def load_model(path: Path, dtype: torch.dtype, device: torch.device, gradient_checkpointing: bool = False):
+def load_model(
+    path: Path, dtype: torch.dtype, device: torch.device, gradient_checkpointing: bool = False
+):
     """A causal LM from a local save_pretrained folder: safetensors only, no remote code, no hub."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, dtype=dtype
+    )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -172,15 +199,17 @@ def load_tokenizer(path: Path):
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # LLaMA has no pad token; padding is masked anyway
+        tokenizer.pad_token = (
+            tokenizer.eos_token
+        )  # LLaMA has no pad token; padding is masked anyway
     return tokenizer
 
 
 def check_finite(loss: torch.Tensor, step: int, state_dir: Path) -> None:
     if not torch.isfinite(loss).all():
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at optimizer step {step + 1}; stopped. The last good checkpoint "
-            f"(if any) is kept in {state_dir}"
+            f"loss is {loss.item()} at optimizer step {step + 1}; stopped. "
+            f"The last good checkpoint (if any) is kept in {state_dir}"
         )
 
 
@@ -202,7 +231,8 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class SigtermFlag:
-    """Turns SIGTERM (what SLURM sends before a time limit) into a flag the loop checks each step."""
+    """Turns SIGTERM (what SLURM sends before a time limit) into a flag the loop checks each
+    step."""
 
     def __init__(self):
         self.requested = False
@@ -212,11 +242,14 @@ class SigtermFlag:
         self.requested = True
 
     def stop(self, state_dir: Path, step: int):
-        raise StopRequested(f"SIGTERM: saved a checkpoint at optimizer step {step} in {state_dir}; rerun to resume")
+        raise StopRequested(
+            f"SIGTERM: saved a checkpoint at optimizer step {step} in {state_dir}; rerun to resume"
+        )
 
 
 class MetricsLog:
-    """Per-step metrics as JSONL and TensorBoard events in the state folder (they survive a kill)."""
+    """Per-step metrics as JSONL and TensorBoard events in the state folder (they survive a
+    kill)."""
 
     def __init__(self, state_dir: Path, start_step: int, enabled: bool = True):
         from torch.utils.tensorboard import SummaryWriter
@@ -228,7 +261,11 @@ class MetricsLog:
         state_dir.mkdir(parents=True, exist_ok=True)
         kept = []
         if self.path.exists():  # drop what a killed run logged after its last checkpoint
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if json.loads(line)["step"] <= start_step
+            ]
         self.path.write_text("".join(line + "\n" for line in kept))
         if start_step == 0:
             shutil.rmtree(state_dir / "tensorboard", ignore_errors=True)

@@ -5,26 +5,46 @@ import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from amber_repro.codedeps import stage_files
-from amber_repro.configuration import cli_flags, config_errors
+from amber_repro.configuration import resolve, settings_flags
+from amber_repro.errors import ConfigError
 from amber_repro.launch import launch_prefix
 from amber_repro.provenance import sha256_file
 
-CONFIG_SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
+
+def check_config_files():
+    """`--configfile` takes several files: a target written after it is read as a config file."""
+    for path in workflow.overwrite_configfiles:
+        relative = Path(os.path.relpath(path))
+        if relative.parts[:1] == ("results",) or relative.suffix not in (
+            ".yaml",
+            ".yml",
+            ".json",
+        ):
+            raise WorkflowError(
+                f"{relative} was given as a config file: --configfile takes several files, so "
+                "write --configfile=FILE, or put the targets before --configfile"
+            )
+
+
+check_config_files()
 try:
-    validate(config, schema=str(CONFIG_SCHEMA), set_default=False)
-except WorkflowError:
-    # Snakemake reports the first violation with the whole schema; name every bad key instead.
+    # The recipe's defaults <- the preset <- config.yaml, overlays and --config, typed and checked
+    # (strings from --config are converted); the rules read the resolved values.
+    SETTINGS = resolve(config, PRESETS_DIR)
+except ConfigError as error:
     raise WorkflowError(
         "invalid config (files: {}):\n  {}".format(
             ", ".join(map(str, workflow.configfiles)),
-            "\n  ".join(config_errors(config, CONFIG_SCHEMA)),
+            str(error).replace("\n", "\n  "),
         )
     )
+config.clear()
+config.update(SETTINGS.model_dump(mode="json"))
 
 SPLITS = ["train", "test"]
 RAW_DIR = "results/raw/pku-saferlhf"
@@ -61,7 +81,7 @@ def raw_files():
 
 def hub_split_flags():
     splits = config["data"]["hub"]["splits"]
-    return " ".join(f"--split {ours}={theirs}" for ours, theirs in splits.items())
+    return shlex.join(f"--split={ours}={theirs}" for ours, theirs in splits.items())
 
 
 def eval_models():
@@ -84,19 +104,33 @@ def eval_inputs(wildcards):
 
 
 def model_flags(names):
-    return " ".join(f"--model {name}={MODEL_DIRS[name]}" for name in names)
+    return shlex.join(f"--model={name}={MODEL_DIRS[name]}" for name in names)
 
 
 def task_flags():
-    return " ".join(f"--task {task}" for task in config["eval"]["harness_tasks"])
+    return shlex.join(f"--task={task}" for task in config["eval"]["harness_tasks"])
+
+
+def stage_flags(*sections):
+    """The flags of a stage: the named config sections' settings, generated from their typed
+    definitions and shell-quoted. A section is a name ("dpo") or (name, [keys]) for some keys only.
+    """
+    flags = []
+    for section in sections:
+        name, keys = section if isinstance(section, tuple) else (section, None)
+        settings = SETTINGS
+        for part in name.split("."):
+            settings = getattr(settings, part)
+        flags.append(settings_flags(settings, keys))
+    return " ".join(filter(None, flags))
 
 
 def eval_flags():
-    settings = {k: config["eval"][k] for k in ("batch_size", "bootstrap_iters")}
-    if config["eval"]["limit"] is not None:
-        settings["limit"] = config["eval"]["limit"]
-    dpo = {"beta": config["dpo"]["beta"], "loss": config["dpo"]["loss"]}
-    return cli_flags(settings, dpo, config["tokenization"])
+    return stage_flags(
+        ("eval", ["batch_size", "bootstrap_iters", "limit"]),
+        ("dpo", ["beta", "loss"]),
+        "tokenization",
+    )
 
 
 def final_targets():

@@ -21,8 +21,8 @@ if config["data"]["source"] == "hub":
             splits=hub_split_flags(),
             out_dir=folder_of("source"),
         shell:
-            "python -m amber_repro download-data --dataset {params.dataset} "
-            "--revision {params.revision} {params.splits} --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m amber_repro download-data --dataset {params.dataset:q} "
+            "--revision {params.revision:q} {params.splits} --out-dir {params.out_dir} > {log} 2>&1"
 
 else:
 
@@ -37,13 +37,10 @@ else:
         conda:
             "../envs/data.yaml"
         params:
-            seed=config["data"]["synthetic"]["seed"],
-            train_rows=config["data"]["synthetic"]["train_rows"],
-            test_rows=config["data"]["synthetic"]["test_rows"],
+            flags=stage_flags("data.synthetic"),
             out_dir=folder_of("source"),
         shell:
-            "python -m amber_repro synthesize --seed {params.seed} --train-rows {params.train_rows} "
-            "--test-rows {params.test_rows} --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m amber_repro synthesize {params.flags} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule filter_pairs:
@@ -60,8 +57,8 @@ rule filter_pairs:
     conda:
         "../envs/data.yaml"
     params:
-        on_malformed=config["data"]["on_malformed"],
+        flags=stage_flags(("data", ["on_malformed"])),
         out_dir=folder_of("manifest"),
     shell:
         "python -m amber_repro filter --raw {input.raw} --source {input.source} "
-        "--out-dir {params.out_dir} --on-malformed {params.on_malformed} > {log} 2>&1"
+        "--out-dir {params.out_dir} {params.flags} > {log} 2>&1"

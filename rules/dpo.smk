@@ -25,7 +25,7 @@ rule dpo:
     params:
         launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",
-        flags=cli_flags(config["dpo"], config["tokenization"]),
+        flags=stage_flags("dpo", "tokenization"),
     shell:
         "{params.launcher} -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
         "--ref-logps {input.ref_logps} --eval-pairs {input.eval_pairs} "

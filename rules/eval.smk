@@ -17,7 +17,7 @@ if config["eval"]["harness_tasks"]:
             tasks=task_flags(),
             cache=config["eval"]["datasets_cache"],
         shell:
-            "HF_DATASETS_CACHE={params.cache} python -m amber_repro eval-datasets "
+            "HF_DATASETS_CACHE={params.cache:q} python -m amber_repro eval-datasets "
             "{params.tasks} --out {output} > {log} 2>&1"
 
 
@@ -45,7 +45,7 @@ rule evaluate:
         work_dir=f"{EVAL_DIR}/.eval_work",
     shell:
         # Offline: the datasets were cached on the submit host, the models are local folders.
-        "HF_DATASETS_CACHE={params.cache} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
+        "HF_DATASETS_CACHE={params.cache:q} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
         "TRANSFORMERS_OFFLINE=1 python -m amber_repro eval {params.models} --pairs {input.pairs} "
         "--ref-logps {input.ref_logps} {params.tasks} {params.flags} "
         "--work-dir {params.work_dir} --out {output} > {log} 2>&1"
@@ -72,7 +72,7 @@ rule generate:
         **gpu_job_resources("generate"),
     params:
         models=model_flags(["sft", "dpo"]),
-        flags=cli_flags(config["eval"]["generations"]),
+        flags=stage_flags("eval.generations"),
     shell:
         "HF_HUB_OFFLINE=1 python -m amber_repro generate {params.models} --pairs {input.pairs} "
         "{params.flags} --out {output} > {log} 2>&1"

@@ -17,7 +17,7 @@ if config["base_model"]["source"] == "hub":
             name=config["base_model"]["hub"]["name"],
             revision=config["base_model"]["hub"]["revision"],
         shell:
-            "python -m amber_repro download-model --name {params.name} --revision {params.revision} "
+            "python -m amber_repro download-model --name {params.name:q} --revision {params.revision:q} "
             "--out-dir {output} > {log} 2>&1"
 
 else:
@@ -34,7 +34,7 @@ else:
         conda:
             "../envs/train.yaml"
         params:
-            flags=cli_flags(config["base_model"]["tiny"]),
+            flags=stage_flags("base_model.tiny"),
         shell:
             "python -m amber_repro base-model --pairs {input.pairs} --sft {input.sft} "
             "--out-dir {output} {params.flags} > {log} 2>&1"

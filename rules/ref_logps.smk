@@ -22,7 +22,7 @@ rule ref_logps:
         **gpu_job_resources("ref_logps"),
     params:
         launcher=launcher("ref_logps"),
-        flags=cli_flags(config["reference"], config["tokenization"]),
+        flags=stage_flags("reference", "tokenization"),
     shell:
         "{params.launcher} -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
         "--out {output.logps} {params.flags} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule sft:
     params:
         launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",
-        flags=cli_flags(config["sft"], config["tokenization"]),
+        flags=stage_flags("sft", "tokenization"),
     shell:
         "{params.launcher} -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from amber_repro.configuration import resolve
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,26 +24,76 @@ def snakemake_env() -> dict[str, str]:
     return env
 
 
-class Workdir:
-    """A deployed copy of the workflow's config in a temporary folder, as a user would have it."""
+# What a copy of the workflow needs to run on its own (the package included, so a test may edit it).
+WORKFLOW_FILES = [
+    "Snakefile",
+    "rules",
+    "amber_repro",
+    "config",
+    "envs",
+    "containers",
+    "profiles",
+    "pyproject.toml",
+    "requirements.lock",
+]
 
-    def __init__(self, path: Path):
+
+class Workdir:
+    """A deployed copy of the workflow's config in a temporary folder, as a user would have it.
+
+    With `whole_workflow`, the Snakefile, rules and package are copied too and the copy runs: a test
+    may then edit the package's files without touching the checkout.
+    """
+
+    def __init__(self, path: Path, whole_workflow: bool = False):
         self.path = path
-        shutil.copytree(REPO / "config", path / "config")
+        self.workflow = path if whole_workflow else REPO
+        for name in WORKFLOW_FILES if whole_workflow else ["config"]:
+            if (REPO / name).is_dir():
+                shutil.copytree(
+                    REPO / name, path / name, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy2(REPO / name, path / name)
 
     @property
     def config(self) -> dict:
-        return yaml.safe_load((self.path / "config" / "config.yaml").read_text())
+        """The resolved settings a run uses (preset and config.yaml applied), as a plain dict."""
+        raw = yaml.safe_load((self.path / "config" / "config.yaml").read_text())
+        return resolve(raw, REPO / "config" / "presets").model_dump(mode="json")
 
     def write_config(self, config: dict) -> None:
         (self.path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def snakemake(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                   "--directory", str(self.path), "--cores", "2", *args]
-        result = subprocess.run(command, capture_output=True, text=True, env=snakemake_env(), timeout=timeout)
+    def snakemake(
+        self, *args: str, check: bool = True, timeout: float = 900
+    ) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(self.workflow / "Snakefile"),
+            "--directory",
+            str(self.path),
+            "--cores",
+            "2",
+            *args,
+        ]
+        # From the working directory, as users run it: relative --configfile paths resolve there.
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=snakemake_env(),
+            timeout=timeout,
+            cwd=self.path,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
 
@@ -52,8 +104,9 @@ def workdir(tmp_path: Path) -> Workdir:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Workdir:
-    """The embedded-default DAG built once, through Snakemake, for every test that reads its outputs."""
-    built = Workdir(tmp_path_factory.mktemp("pipeline"))
+    """The embedded-default DAG built once, through Snakemake, for every test that reads its
+    outputs."""
+    built = Workdir(tmp_path_factory.mktemp("pipeline"), whole_workflow=True)
     built.snakemake()  # rule all: eval.json, generations, report figures
     return built
 
@@ -73,11 +126,14 @@ def scheduled_jobs(dry_run_stdout: str) -> dict[str, int]:
 
 
 def fake_apptainer(bin_dir: Path, calls: Path) -> Path:
-    """Write a stand-in `apptainer` (tests/fake_apptainer.py) into bin_dir; it appends each call as a JSON
-    line to `calls` and runs `exec`'s command on the host. Put bin_dir first on PATH to use it."""
+    """Write a stand-in `apptainer` (tests/fake_apptainer.py) into bin_dir; it appends each call as
+    a JSON line to `calls` and runs `exec`'s command on the host. Put bin_dir first on PATH to use
+    it."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / "apptainer"
-    script.write_text(f"#!/bin/sh\nFAKE_APPTAINER_CALLS='{calls}' exec '{sys.executable}' "
-                      f"'{Path(__file__).with_name('fake_apptainer.py')}' \"$@\"\n")
+    script.write_text(
+        f"#!/bin/sh\nFAKE_APPTAINER_CALLS='{calls}' exec '{sys.executable}' "
+        f"'{Path(__file__).with_name('fake_apptainer.py')}' \"$@\"\n"
+    )
     script.chmod(0o755)
     return script

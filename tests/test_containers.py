@@ -1,9 +1,10 @@
-"""How the workflow hands its GPU jobs to Apptainer: the image setting, the slurm profile's Apptainer
-arguments, which jobs go through `apptainer exec` with which image, and how `apptainer build` is called.
+"""How the workflow hands its GPU jobs to Apptainer: the image setting, the slurm profile's
+Apptainer arguments, which jobs go through `apptainer exec` with which image, and how
+`apptainer build` is called.
 
-Apptainer is not installed where these tests run: the workflow's side of the contract is checked against
-a stand-in `apptainer` (tests/fake_apptainer.py) that records its arguments and runs the job's command on
-the host. The definition itself is checked in tests/test_container_definition.py.
+Apptainer is not installed where these tests run: the workflow's side of the contract is checked
+against a stand-in `apptainer` (tests/fake_apptainer.py) that records its arguments and runs the
+job's command on the host. The definition itself is checked in tests/test_container_definition.py.
 """
 
 from __future__ import annotations
@@ -16,20 +17,29 @@ from collections import Counter
 
 import pytest
 import yaml
-
-from amber_repro.configuration import config_errors
-from amber_repro.provenance import sha256_file as sha256
 from conftest import REPO, Workdir, fake_apptainer, scheduled_jobs
 from fake_apptainer import binds, parse_command
+
+from amber_repro.configuration import config_errors, resolve
+from amber_repro.provenance import sha256_file as sha256
 
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.v8+.yaml").read_text())
 GPU_RULES = {"sft", "ref_logps", "dpo", "evaluate", "generate"}
-# The CLI stage each rule runs (`... -m amber_repro <stage> ...`), to tell the jobs apart in the calls.
-RULE_STAGES = {"sft": "sft", "ref_logps": "ref-logps", "dpo": "dpo", "evaluate": "eval", "generate": "generate",
-               "synthesize_data": "synthesize", "filter_pairs": "filter", "build_tiny_model": "base-model",
-               "report_figures": "plots"}
+# The CLI stage each rule runs (`... -m amber_repro <stage> ...`), to tell the jobs apart in the
+# calls.
+RULE_STAGES = {
+    "sft": "sft",
+    "ref_logps": "ref-logps",
+    "dpo": "dpo",
+    "evaluate": "eval",
+    "generate": "generate",
+    "synthesize_data": "synthesize",
+    "filter_pairs": "filter",
+    "build_tiny_model": "base-model",
+    "report_figures": "plots",
+}
 RULE_TARGETS = {
     "synthesize_data": "results/raw/pku-saferlhf/source.json",
     "filter_pairs": "results/ambersafe/data/manifest.json",
@@ -44,25 +54,31 @@ RULE_TARGETS = {
 REGISTRY_IMAGE = "docker://registry.example.org/amber-repro@sha256:" + "0" * 64
 
 
-# --- configuration and profile ---------------------------------------------------------------------
+# --- configuration and profile --------------------------------------------------------------------
 
 
 def test_the_image_setting_is_validated():
-    schema = REPO / "config" / "schema.yaml"
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    presets = REPO / "config" / "presets"
     for name in ("config.yaml", "ambersafe-7b.yaml"):
-        shipped = yaml.safe_load((REPO / "config" / name).read_text())
-        assert shipped["container"]["image"] == "results/containers/amber-repro.sif", name
-    for image in ("results/containers/amber-repro.sif", "/shared/images/amber-repro.sif", REGISTRY_IMAGE,
-                  "oras://ghcr.io/example/amber-repro@sha256:" + "1" * 64, "library://example/amber-repro:0.1.0"):
-        config["container"] = {"image": image}
-        assert config_errors(config, schema) == [], image
-    for image in ("dockr://pytorch/pytorch", "results/my image.sif", ""):
-        config["container"] = {"image": image}
-        errors = config_errors(config, schema)
-        assert errors and all(error.startswith("container.image: ") for error in errors), (image, errors)
-    config["container"] = {"image": "x.sif", "binds": ["results"]}
-    assert config_errors(config, schema) == ["container.binds: unknown key (allowed here: image)"]
+        shipped = resolve(yaml.safe_load((REPO / "config" / name).read_text()), presets)
+        assert shipped.container.image == "results/containers/amber-repro.sif", name
+    for image in (
+        "results/containers/amber-repro.sif",
+        "/shared/images/amber-repro.sif",
+        REGISTRY_IMAGE,
+        "oras://ghcr.io/example/amber-repro@sha256:" + "1" * 64,
+        "library://example/amber-repro:0.1.0",
+    ):
+        assert config_errors({"container": {"image": image}}, presets) == [], image
+    for image in ("dockr://pytorch/pytorch", "results/my image.sif", "", "x.sif;id", "$(id).sif"):
+        errors = config_errors({"container": {"image": image}}, presets)
+        assert errors and all(error.startswith("container.image: ") for error in errors), (
+            image,
+            errors,
+        )
+    assert config_errors({"container": {"image": "x.sif", "binds": ["results"]}}, presets) == [
+        "container.binds: unknown key (allowed here: image)"
+    ]
 
 
 def profile_binds() -> list[tuple[str, str]]:
@@ -77,12 +93,15 @@ def test_the_slurm_profile_runs_gpu_rules_in_apptainer_with_gpus_and_binds(tmp_p
     assert ("$PWD/results", "$PWD/results") in profile_binds()
     # Each config's offline datasets cache is visible in the container through a bind.
     for name in ("config.yaml", "ambersafe-7b.yaml"):
-        cache = yaml.safe_load((REPO / "config" / name).read_text())["eval"]["datasets_cache"]
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        cache = resolve(config, REPO / "config" / "presets").eval.datasets_cache
         cache = cache if os.path.isabs(cache) else f"$PWD/{cache}"
-        assert any(cache == source or cache.startswith(source + "/") for source, _ in profile_binds()), (name, cache)
+        assert any(
+            cache == source or cache.startswith(source + "/") for source, _ in profile_binds()
+        ), (name, cache)
 
-    # The profile switches Apptainer on: Snakemake checks for it even in a dry run; without the profile
-    # (as `make run` runs) Apptainer is never called.
+    # The profile switches Apptainer on: Snakemake checks for it even in a dry run; without the
+    # profile (as `make run` runs) Apptainer is never called.
     workdir = Workdir(tmp_path / "work")
     calls = tmp_path / "calls.jsonl"
     fake_apptainer(tmp_path / "bin", calls)
@@ -98,16 +117,24 @@ def test_the_slurm_profile_runs_gpu_rules_in_apptainer_with_gpus_and_binds(tmp_p
 
 # --- the workflow's side of the contract, through the stand-in -----------------------------------
 
-# The embedded default, smaller: these tests are about which jobs reach Apptainer, not about results.
-SMALL = {("data", "synthetic", "train_rows"): 300, ("data", "synthetic", "test_rows"): 60,
-         ("dpo", "eval_examples"): 32, ("dpo", "eval_every"): 1000, ("eval", "bootstrap_iters"): 10,
-         ("eval", "limit"): 16, ("eval", "generations", "prompts"): 2, ("eval", "generations", "max_new_tokens"): 4}
+# The embedded default, smaller: these tests are about which jobs reach Apptainer, not about
+# results.
+SMALL = {
+    ("data", "synthetic", "train_rows"): 300,
+    ("data", "synthetic", "test_rows"): 60,
+    ("dpo", "eval_examples"): 32,
+    ("dpo", "eval_every"): 1000,
+    ("eval", "bootstrap_iters"): 10,
+    ("eval", "limit"): 16,
+    ("eval", "generations", "prompts"): 2,
+    ("eval", "generations", "max_new_tokens"): 4,
+}
 
 
 @pytest.fixture(scope="module")
 def apptainer_run(tmp_path_factory):
-    """The whole DAG (rule all) with --sdm apptainer and the slurm profile's apptainer-args, through the
-    stand-in `apptainer`; the image is a placeholder file at the configured path."""
+    """The whole DAG (rule all) with --sdm apptainer and the slurm profile's apptainer-args, through
+    the stand-in `apptainer`; the image is a placeholder file at the configured path."""
     root = tmp_path_factory.mktemp("apptainer")
     workdir = Workdir(root / "work")
     config = workdir.config
@@ -124,7 +151,9 @@ def apptainer_run(tmp_path_factory):
     fake_apptainer(root / "bin", calls_file)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}")
-        result = workdir.snakemake("--sdm", "apptainer", "--apptainer-args", PROFILE["apptainer-args"])
+        result = workdir.snakemake(
+            "--sdm", "apptainer", "--apptainer-args", PROFILE["apptainer-args"]
+        )
     return workdir, [json.loads(line) for line in calls_file.read_text().splitlines()], result
 
 
@@ -134,8 +163,12 @@ def test_gpu_jobs_and_only_those_run_through_apptainer_exec(apptainer_run):
     directory; CPU-only jobs run directly. The stand-in ran each command on the host, so the DAG
     completed."""
     workdir, calls, result = apptainer_run
-    for target in ("results/ambersafe/eval.json", "results/ambersafe/generations.md",
-                   "results/ambersafe/report/eval_table.html", "results/ambersafe/data/manifest.json"):
+    for target in (
+        "results/ambersafe/eval.json",
+        "results/ambersafe/generations.md",
+        "results/ambersafe/report/eval_table.html",
+        "results/ambersafe/data/manifest.json",
+    ):
         assert (workdir.path / target).exists(), target
     assert calls[0]["argv"] == ["--version"]
     execs = calls[1:]
@@ -150,19 +183,24 @@ def test_gpu_jobs_and_only_those_run_through_apptainer_exec(apptainer_run):
         stages[stage] += 1
         assert image == workdir.config["container"]["image"], image
         assert ("--nv", None) in options, options
-        assert (str(workdir.path / "results"), str(workdir.path / "results")) in binds(options), options
+        assert (str(workdir.path / "results"), str(workdir.path / "results")) in binds(options), (
+            options
+        )
         assert ("--home", str(workdir.path)) in options, options
         assert call["cwd"] == str(workdir.path)
         assert command[:2] == ["bash", "-c"], command
     gpu_stages = {RULE_STAGES[rule] for rule in GPU_RULES}
-    assert stages == Counter({stage: (2 if stage == "ref-logps" else 1) for stage in gpu_stages}), stages
+    assert stages == Counter({stage: (2 if stage == "ref-logps" else 1) for stage in gpu_stages}), (
+        stages
+    )
     assert result.stderr.count("Activating singularity image") == len(execs)
 
 
 def test_a_dry_run_plans_the_image_for_gpu_jobs_only(apptainer_run, tmp_path):
-    """A dry run prints each job's own shell command, not the `apptainer exec` line around it (Snakemake
-    wraps the command only when the job runs). What it does report is the image it would pull for the
-    planned jobs: with a registry image, one job of each rule at a time shows which rules need it."""
+    """A dry run prints each job's own shell command, not the `apptainer exec` line around it
+    (Snakemake wraps the command only when the job runs). What it does report is the image it would
+    pull for the planned jobs: with a registry image, one job of each rule at a time shows which
+    rules need it."""
     workdir, _, _ = apptainer_run
     registry = tmp_path / "registry-image.yaml"
     registry.write_text(yaml.safe_dump({"container": {"image": REGISTRY_IMAGE}}))
@@ -170,21 +208,51 @@ def test_a_dry_run_plans_the_image_for_gpu_jobs_only(apptainer_run, tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", f"{workdir.path.parent / 'bin'}{os.pathsep}{os.environ['PATH']}")
         for rule, target in RULE_TARGETS.items():
-            result = workdir.snakemake("-n", "--sdm", "apptainer", "--configfile", str(registry),
-                                       "--forcerun", rule, "--allowed-rules", rule, "--rerun-triggers", "mtime",
-                                       "--until", rule, "--", target)
+            result = workdir.snakemake(
+                "-n",
+                "--sdm",
+                "apptainer",
+                "--configfile",
+                str(registry),
+                "--forcerun",
+                rule,
+                "--allowed-rules",
+                rule,
+                "--rerun-triggers",
+                "mtime",
+                "--until",
+                rule,
+                "--",
+                target,
+            )
             assert scheduled_jobs(result.stdout) == {rule: 1}, (rule, result.stdout[-2000:])
             assert (notice in result.stdout + result.stderr) == (rule in GPU_RULES), rule
         # Without --sdm apptainer the image is not used at all.
-        plain = workdir.snakemake("-n", "--configfile", str(registry), "--forcerun", "sft", "--allowed-rules", "sft",
-                                  "--rerun-triggers", "mtime", "--until", "sft", "--", RULE_TARGETS["sft"])
-        assert scheduled_jobs(plain.stdout) == {"sft": 1} and notice not in plain.stdout + plain.stderr
+        plain = workdir.snakemake(
+            "-n",
+            "--configfile",
+            str(registry),
+            "--forcerun",
+            "sft",
+            "--allowed-rules",
+            "sft",
+            "--rerun-triggers",
+            "mtime",
+            "--until",
+            "sft",
+            "--",
+            RULE_TARGETS["sft"],
+        )
+        assert (
+            scheduled_jobs(plain.stdout) == {"sft": 1} and notice not in plain.stdout + plain.stderr
+        )
 
 
 def test_build_container_builds_from_the_repository_root_and_records_hashes(tmp_path):
-    """What rule build_container passes to `apptainer build`: the definition, from the repository root
-    (the stand-in checks that every %files source and build variable resolves there), with the lock's
-    sha256 as LOCK_SHA256; then a `sha256sum -c` record. `rule all` does not build the image."""
+    """What rule build_container passes to `apptainer build`: the definition, from the repository
+    root (the stand-in checks that every %files source and build variable resolves there), with the
+    lock's sha256 as LOCK_SHA256; then a `sha256sum -c` record. `rule all` does not build the
+    image."""
     workdir = Workdir(tmp_path / "work")
     calls_file = tmp_path / "calls.jsonl"
     fake_apptainer(tmp_path / "bin", calls_file)
@@ -202,6 +270,12 @@ def test_build_container_builds_from_the_repository_root_and_records_hashes(tmp_
     assert ("--build-arg", f"LOCK_SHA256={sha256(LOCK)}") in parsed["options"]
 
     record = (workdir.path / f"{target}.sha256").read_text().splitlines()
-    recorded = {os.path.normpath(workdir.path / line.split("  ", 1)[1]): line.split("  ", 1)[0] for line in record}
-    assert recorded == {str(workdir.path / target): sha256(workdir.path / target),
-                        str(DEFINITION): sha256(DEFINITION), str(LOCK): sha256(LOCK)}
+    recorded = {
+        os.path.normpath(workdir.path / line.split("  ", 1)[1]): line.split("  ", 1)[0]
+        for line in record
+    }
+    assert recorded == {
+        str(workdir.path / target): sha256(workdir.path / target),
+        str(DEFINITION): sha256(DEFINITION),
+        str(LOCK): sha256(LOCK),
+    }

@@ -1,63 +1,124 @@
-"""Changing one thing reruns exactly what depends on it (checked with dry runs on a built DAG)."""
+"""Changing one thing reruns exactly what depends on it (checked with dry runs on a built DAG).
+
+Three ways to change a setting (config.yaml, an overlay file, `--config` on the command line) must
+schedule the same jobs. The pipeline is a copy of the whole workflow, so editing its package files
+never touches the checkout, even if the test run is killed.
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-
-from conftest import REPO, scheduled_jobs
+import yaml
+from conftest import scheduled_jobs
 
 DOWNSTREAM_OF_DPO = {"dpo": 1, "evaluate": 1, "generate": 1, "report_figures": 1, "all": 1}
 
 
 @pytest.fixture
 def built(pipeline):
-    """The built pipeline; its config is restored after each test."""
-    original = pipeline.config
-    assert scheduled_jobs(pipeline.snakemake("-n").stdout) == {}, "the pipeline must start up to date"
+    """The built pipeline; its config.yaml is restored after each test."""
+    config_file = pipeline.path / "config" / "config.yaml"
+    original = config_file.read_text()
+    assert scheduled_jobs(pipeline.snakemake("-n").stdout) == {}, (
+        "the pipeline must start up to date"
+    )
     yield pipeline
-    pipeline.write_config(original)
+    config_file.write_text(original)
 
 
-def dry_run_after(built, change) -> dict[str, int]:
-    config = built.config
-    change(config)
-    built.write_config(config)
+def dry_run_after(built, changes: dict) -> dict[str, int]:
+    """The jobs scheduled after adding `changes` to config.yaml, as a user would edit it."""
+    config_file = built.path / "config" / "config.yaml"
+    config_file.write_text(config_file.read_text() + yaml.safe_dump(changes, sort_keys=False))
     return scheduled_jobs(built.snakemake("-n").stdout)
 
 
 def test_changing_dpo_beta_reruns_dpo_and_evaluation_only(built):
-    assert dry_run_after(built, lambda c: c["dpo"].update(beta=0.2)) == DOWNSTREAM_OF_DPO
+    assert dry_run_after(built, {"dpo": {"beta": 0.2}}) == DOWNSTREAM_OF_DPO
+
+
+def test_an_overlay_file_reruns_the_same_jobs(built):
+    overlay = built.path / "beta.yaml"
+    overlay.write_text("dpo:\n  beta: 0.2\n")
+    jobs = scheduled_jobs(built.snakemake("-n", f"--configfile={overlay}").stdout)
+    assert jobs == DOWNSTREAM_OF_DPO
+
+
+def test_a_command_line_override_reruns_the_same_jobs(built):
+    """Snakemake passes nested --config values as strings; the typed settings convert them."""
+    jobs = scheduled_jobs(built.snakemake("-n", "--config", "dpo={beta: 0.2}").stdout)
+    assert jobs == DOWNSTREAM_OF_DPO
+
+
+def test_an_override_equal_to_the_current_value_reruns_nothing(built):
+    """'0.1' from the command line is the same setting as 0.1 from YAML: no spurious rerun."""
+    beta = built.config["dpo"]["beta"]
+    assert scheduled_jobs(built.snakemake("-n", "--config", f"dpo={{beta: {beta}}}").stdout) == {}
+
+
+def test_a_target_after_configfile_is_named_not_read_as_config(built):
+    """eval.json is valid JSON: Snakemake would read it as a second config file."""
+    overlay = built.path / "beta.yaml"
+    overlay.write_text("dpo:\n  beta: 0.2\n")
+    result = built.snakemake(
+        "-n", "--configfile", str(overlay), "results/ambersafe/eval.json", check=False
+    )
+    assert result.returncode != 0
+    assert (
+        "results/ambersafe/eval.json was given as a config file: --configfile takes several files"
+        in result.stdout + result.stderr
+    )
 
 
 def test_changing_the_dpo_loss_keeps_the_reference_logps(built):
-    jobs = dry_run_after(built, lambda c: c["dpo"].update(loss="ipo", lr=5e-4))
+    jobs = dry_run_after(built, {"dpo": {"loss": "ipo", "lr": 5e-4}})
     assert jobs == DOWNSTREAM_OF_DPO and "ref_logps" not in jobs
 
 
 def test_changing_the_eval_task_list_reruns_evaluation_only(built):
-    jobs = dry_run_after(built, lambda c: c["eval"].update(harness_tasks=["arc_easy:0"]))
+    jobs = dry_run_after(built, {"eval": {"harness_tasks": ["arc_easy:0"]}})
     assert jobs == {"prepare_eval_datasets": 1, "evaluate": 1, "report_figures": 1, "all": 1}
 
 
 def test_changing_the_filter_setting_reruns_everything_downstream_of_the_filter(built):
-    jobs = dry_run_after(built, lambda c: c["data"].update(on_malformed="drop"))
-    assert jobs == {"filter_pairs": 1, "build_tiny_model": 1, "sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO}
+    jobs = dry_run_after(built, {"data": {"on_malformed": "drop"}})
+    assert jobs == {
+        "filter_pairs": 1,
+        "build_tiny_model": 1,
+        "sft": 1,
+        "ref_logps": 2,
+        **DOWNSTREAM_OF_DPO,
+    }
+
+
+def test_changing_the_reference_precision_reruns_from_the_reference_logps(built):
+    jobs = dry_run_after(built, {"reference": {"precision": "bf16"}})
+    assert jobs == {"ref_logps": 2, **DOWNSTREAM_OF_DPO}
+
+
+def test_changing_sft_lr_reruns_from_sft(built):
+    jobs = dry_run_after(built, {"sft": {"lr": 5e-4}})
+    assert jobs == {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO}
 
 
 @pytest.mark.parametrize(
     "module, expected",
     [
         ("dpo.py", DOWNSTREAM_OF_DPO),
-        ("losses.py", {**DOWNSTREAM_OF_DPO}),  # the DPO loss; evaluation uses it for the rewards too
+        (
+            "losses.py",
+            {**DOWNSTREAM_OF_DPO},
+        ),  # the DPO loss; evaluation uses it for the rewards too
         ("sft.py", {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO}),
         ("plots.py", {"report_figures": 1, "all": 1}),
     ],
 )
 def test_editing_a_stage_module_reruns_that_stage_and_what_follows(built, module, expected):
-    """A real edit (new content): Snakemake ignores a bare touch when the recorded checksum still matches."""
-    path = REPO / "amber_repro" / module
+    """A real edit (new content) of the pipeline's own copy of the package; Snakemake ignores a bare
+    touch when the recorded checksum still matches."""
+    path = built.path / "amber_repro" / module
     original, stat = path.read_bytes(), path.stat()
     try:
         path.write_bytes(original + b"\n# an edit\n")

@@ -1,0 +1,234 @@
+"""Every setting of every stage, defined once: its type, the published recipe's value, what it
+means.
+
+The defaults are the AmberSafe recipe (docs/recipe.md). A config file only holds what it changes:
+config/presets/embedded.yaml shrinks the recipe for a laptop or CI, config/config.yaml adds the
+user's own changes. From these classes come the stage's flags and `--help`
+(`configuration.add_settings_arguments`), the flags a rule passes (`configuration.settings_flags`),
+the config schema (config/schema.json) and docs/settings.md. Strings that can reach a command line
+are constrained to the characters they can legitimately hold.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Patterns use explicit ASCII classes: a regex \w would admit any Unicode letter.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a name part: starts with a letter or digit
+PATH_PART = r"[A-Za-z0-9_.+-]+"  # a path component in the portable character set
+
+# A Hugging Face repository id: namespace/name.
+HubId = Annotated[str, StringConstraints(pattern=rf"^{NAME}/{NAME}$", max_length=200)]
+# A git revision: a 40-hex commit sha, or a tag or branch name (may contain '/').
+Revision = Annotated[str, StringConstraints(pattern=rf"^(?:[0-9a-f]{{40}}|{NAME}(?:/{NAME})*)$")]
+SplitName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+# A file-system path, relative to the working directory or absolute.
+PortablePath = Annotated[str, StringConstraints(pattern=rf"^/?{PATH_PART}(?:/{PATH_PART})*/?$")]
+# An Apptainer image: a local path, or a docker://, oras://, library:// or shub:// URI (pin a
+# digest).
+IMAGE_URI = rf"(?:docker|oras|library|shub)://{PATH_PART}(?:[/:@]{PATH_PART})*"
+ImageRef = Annotated[
+    str, StringConstraints(pattern=rf"^(?:{IMAGE_URI}|/?{PATH_PART}(?:/{PATH_PART})*)$")
+]
+# An lm-eval task with an optional few-shot count: "arc_challenge:25".
+HarnessTask = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?::[0-9]+)?$")
+]
+Precision = Literal["float32", "bf16"]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HubSplits(Section):
+    train: SplitName = Field("train", description="the hub's name of the training split")
+    test: SplitName = Field("test", description="the hub's name of the held-out split")
+
+
+class HubDataset(Section):
+    dataset: HubId = Field("PKU-Alignment/PKU-SafeRLHF", description="Hugging Face dataset id")
+    revision: Revision = Field(
+        "v0", description="tag, branch or commit sha; v0 is the 2023 layout the recipe used"
+    )
+    splits: HubSplits = Field(default_factory=HubSplits, description="our split -> the hub's split")
+
+
+class SyntheticData(Section):
+    seed: int = Field(0, description="generator seed; the same seed gives byte-identical files")
+    train_rows: int = Field(3000, ge=1, description="raw training rows (before filtering)")
+    test_rows: int = Field(400, ge=1, description="raw held-out rows (before filtering)")
+
+
+class DataSettings(Section):
+    source: Literal["hub", "synthetic"] = Field(
+        "hub", description="hub: PKU-SafeRLHF at data.hub; synthetic: generated offline"
+    )
+    hub: HubDataset = Field(default_factory=HubDataset, description="the pinned hub dataset")
+    synthetic: SyntheticData = Field(default_factory=SyntheticData, description="the offline data")
+    on_malformed: Literal["error", "drop"] = Field(
+        "error", description="a null text or label: stop naming it, or drop and count it"
+    )
+
+
+class HubModel(Section):
+    name: HubId = Field("LLM360/AmberChat", description="the base model's hub id")
+    revision: Revision = Field(
+        "main", description="tag, branch or commit sha (the resolved sha is recorded)"
+    )
+
+
+class TinyModel(Section):
+    """The embedded default's base model: a LlamaForCausalLM built here, with its own tokenizer."""
+
+    vocab_size: int = Field(1024, ge=300, description="byte-level BPE vocabulary trained here")
+    hidden_size: int = Field(96, ge=8, description="LlamaConfig.hidden_size")
+    intermediate_size: int = Field(256, ge=8, description="LlamaConfig.intermediate_size")
+    num_layers: int = Field(3, ge=1, description="LlamaConfig.num_hidden_layers")
+    num_heads: int = Field(4, ge=1, description="attention (and key-value) heads")
+    max_position_embeddings: int = Field(512, ge=16, description="longest sequence")
+    seed: int = Field(0, description="seed of the random initialisation")
+
+
+class BaseModelSettings(Section):
+    source: Literal["hub", "tiny"] = Field(
+        "hub", description="hub: base_model.hub; tiny: build base_model.tiny here, offline"
+    )
+    hub: HubModel = Field(default_factory=HubModel, description="the pinned hub model")
+    tiny: TinyModel = Field(default_factory=TinyModel, description="the embedded tiny model")
+
+
+class Tokenization(Section):
+    """The reference implementation's keep-start truncation, shared by SFT, ref-logps, DPO, eval."""
+
+    max_length: int = Field(512, ge=2, description="prompt + response tokens at most")
+    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept when truncating")
+
+
+class Training(Section):
+    """What SFT and DPO share; batch_size is GLOBAL (examples per optimizer step, all processes)."""
+
+    batch_size: int = Field(ge=1, description="GLOBAL examples per optimizer step")
+    gradient_accumulation_steps: int = Field(ge=1, description="micro-steps per optimizer step")
+    n_epochs: int = Field(3, ge=1, description="passes over the training data")
+    lr: float = Field(gt=0, description="peak learning rate (RMSprop)")
+    warmup_steps: int = Field(150, ge=0, description="linear warmup steps, then constant")
+    max_grad_norm: float = Field(10.0, gt=0, description="gradient clipping norm")
+    seed: int = Field(0, description="seed of the per-epoch shuffle")
+    precision: Precision = Field("float32", description="float32 (the recipe) or bf16 autocast")
+    gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory)")
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
+
+
+class SFTSettings(Training):
+    batch_size: int = Field(64, ge=1, description="GLOBAL examples per optimizer step")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(2e-7, gt=0, description="peak learning rate (RMSprop)")
+
+
+class ReferenceSettings(Section):
+    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    precision: Literal["float32", "float16", "bf16"] = Field(
+        "float16", description="the frozen reference model's dtype"
+    )
+
+
+class DPOSettings(Training):
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid (DPO) or ipo")
+    beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+    label_smoothing: float = Field(
+        0.0, ge=0, le=0.5, description="> 0 turns sigmoid DPO into conservative DPO"
+    )
+    reference_free: bool = Field(False, description="ignore the reference (its log-ratio is 0)")
+    batch_size: int = Field(32, ge=1, description="GLOBAL pairs per optimizer step")
+    gradient_accumulation_steps: int = Field(4, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(5e-7, gt=0, description="peak learning rate (RMSprop)")
+    eval_every: int = Field(500, ge=1, description="optimizer steps between held-out evaluations")
+    eval_examples: int = Field(256, ge=1, description="held-out pairs per evaluation")
+    eval_batch_size: int = Field(32, ge=1, description="pairs per held-out forward pass")
+
+
+class GenerationSettings(Section):
+    prompts: int = Field(16, ge=1, description="held-out prompts to answer greedily")
+    max_new_tokens: int = Field(256, ge=1, description="tokens generated per prompt at most")
+
+
+class EvalSettings(Section):
+    models: list[Literal["base", "sft", "dpo"]] = Field(
+        ["base", "sft", "dpo"], min_length=1, description="checkpoints to evaluate"
+    )
+    harness_tasks: list[HarnessTask] = Field(
+        ["arc_challenge:25", "hellaswag:10", "mmlu:5", "truthfulqa_mc2:0", "winogrande:5"],
+        description="lm-eval tasks as name:shots (LLM360's reported set)",
+    )
+    batch_size: int = Field(16, ge=1, description="documents per forward batch")
+    limit: int | None = Field(None, ge=1, description="documents per task at most; null: all")
+    bootstrap_iters: int = Field(100000, ge=0, description="lm-eval's bootstrap resamples")
+    datasets_cache: PortablePath = Field(
+        "results/hf_datasets", description="harness datasets, fetched on the submit host"
+    )
+    generations: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="greedy generations of SFT and DPO"
+    )
+
+
+class JobResources(Section):
+    gpus: int = Field(ge=0, description="GPUs per node (and processes per node)")
+    nodes: int = Field(1, ge=1, description="nodes (sft, ref_logps and dpo only)")
+    cpus: int = Field(ge=1, description="CPUs per node (also the local thread count)")
+    mem_mb: int = Field(ge=100, description="memory per node, MB")
+    runtime_min: int = Field(ge=1, description="time limit, minutes")
+
+
+def _job(gpus: int, cpus: int, mem_mb: int, runtime_min: int):
+    return Field(
+        default_factory=lambda: JobResources(
+            gpus=gpus, cpus=cpus, mem_mb=mem_mb, runtime_min=runtime_min
+        ),
+        description=f"{gpus} GPU(s), {cpus} CPUs, {mem_mb} MB, {runtime_min} min",
+    )
+
+
+class Resources(Section):
+    """What each GPU rule asks the scheduler for; sized for the 6.7B model on 8-GPU nodes."""
+
+    sft: JobResources = _job(8, 64, 480000, 2880)
+    ref_logps: JobResources = _job(1, 8, 64000, 720)
+    dpo: JobResources = _job(8, 64, 480000, 2880)
+    evaluate: JobResources = _job(1, 8, 64000, 720)
+    generate: JobResources = _job(1, 8, 64000, 120)
+
+
+class ContainerSettings(Section):
+    image: ImageRef = Field(
+        "results/containers/amber-repro.sif",
+        description="the GPU rules' Apptainer image: a local path or a registry URI",
+    )
+
+
+class Config(Section):
+    """The whole workflow's settings: the recipe, changed by a preset and the user's config."""
+
+    preset: Literal["recipe", "embedded"] = Field(
+        "recipe",
+        description="recipe: the published 7B recipe; embedded: tiny model, synthetic data, CPU",
+    )
+    data: DataSettings = Field(default_factory=DataSettings, description="raw data and filtering")
+    base_model: BaseModelSettings = Field(
+        default_factory=BaseModelSettings, description="the model SFT starts from"
+    )
+    tokenization: Tokenization = Field(default_factory=Tokenization, description="truncation")
+    sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised finetuning")
+    reference: ReferenceSettings = Field(
+        default_factory=ReferenceSettings, description="reference log-probs"
+    )
+    dpo: DPOSettings = Field(default_factory=DPOSettings, description="preference optimisation")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="evaluation")
+    resources: Resources = Field(default_factory=Resources, description="scheduler requests")
+    container: ContainerSettings = Field(
+        default_factory=ContainerSettings, description="the GPU rules' image"
+    )
