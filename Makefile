@@ -31,7 +31,10 @@ system-packages:
 	  exit 1; \
 	fi
 
+# Style and static checks (CI runs them before the tests); `ruff format .` and `snakefmt .` fix most.
 lint: $(VENV)/.installed
+	ruff check .
+	ruff format --check .
 	snakemake --lint
 	snakefmt --check .
 

@@ -1,4 +1,5 @@
-"""Time the polars filter against a plain-Python copy of the original's row loop on a 330k-row raw set.
+"""Time the polars filter against a plain-Python copy of the original's row loop on a 330k-row raw
+set.
 
     python bench/filter_throughput.py [--rows 330000] [--repeats 3]
 
@@ -22,7 +23,6 @@ import pyarrow.parquet as pq
 
 from amber_repro.filtering import filter_split, read_raw
 from amber_repro.synthetic import _prompt_pools, generate_split
-
 
 # polars' thread pool does not survive fork(): start measuring processes fresh.
 SPAWN = get_context("spawn")
@@ -64,7 +64,7 @@ def best_time(function, path: Path, repeats: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=330_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -72,18 +72,28 @@ def main() -> None:
         path = Path(tmp) / "train.parquet"
         pool = _prompt_pools(0)["train"]
         # Many distinct prompts, as in the real set (~ rows / 2 unique prompts before filtering).
-        pool = [(f"{prompt} (case {i})", topic) for i in range(args.rows // (2 * len(pool)) + 1) for prompt, topic in pool]
+        pool = [
+            (f"{prompt} (case {i})", topic)
+            for i in range(args.rows // (2 * len(pool)) + 1)
+            for prompt, topic in pool
+        ]
         generate_split(random.Random(0), pool, args.rows).write_parquet(path)
 
         # Each side runs in a fresh process: the loop's large heap of Python objects would
         # otherwise slow whatever runs after it in the same process.
         with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
-            polars_s, (pairs, sft, counts) = pool.submit(best_time, polars_filter, path, args.repeats).result()
+            polars_s, (pairs, sft, _counts) = pool.submit(
+                best_time, polars_filter, path, args.repeats
+            ).result()
         with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
-            loop_s, loop_data = pool.submit(best_time, original_row_loop, path, args.repeats).result()
+            loop_s, loop_data = pool.submit(
+                best_time, original_row_loop, path, args.repeats
+            ).result()
 
     assert pairs.height == sum(len(d["pairs"]) for d in loop_data.values())
-    assert dict(sft.select("prompt", "response").iter_rows()) == {p: d["sft_target"] for p, d in loop_data.items()}
+    assert dict(sft.select("prompt", "response").iter_rows()) == {
+        p: d["sft_target"] for p, d in loop_data.items()
+    }
     print(f"rows: {args.rows}, kept pairs: {pairs.height}, unique prompts: {sft.height}")
     print(f"row loop (original): {loop_s:.3f} s, {args.rows / loop_s:,.0f} rows/s")
     print(f"polars filter:       {polars_s:.3f} s, {args.rows / polars_s:,.0f} rows/s")

@@ -1,16 +1,17 @@
 """A stand-in for the `apptainer` command, for tests on machines without Apptainer.
 
-It checks and records what the workflow passes to Apptainer; it is not Apptainer and isolates nothing.
+It checks and records what the workflow passes to Apptainer; it is not Apptainer and isolates
+nothing.
 Each call is appended as one JSON line to the file named by $FAKE_APPTAINER_CALLS:
 {"argv": [...], "cwd": "..."}. Then:
 
 - `apptainer --version` answers like Apptainer 1.3.4 (Snakemake checks the version first);
-- `apptainer [global flags] exec [options] IMAGE CMD...` fails like Apptainer would on a missing local
-  image, a missing bind source or a relative bind destination, and otherwise runs CMD on the host,
-  in the caller's working directory and environment;
-- `apptainer build [options] IMAGE DEFINITION` fails on a missing definition, a %files source missing
-  relative to the working directory, or a `{{ NAME }}` build variable given neither by --build-arg nor
-  in %arguments; otherwise it writes a small placeholder file at IMAGE.
+- `apptainer [global flags] exec [options] IMAGE CMD...` fails like Apptainer would on a missing
+  local image, a missing bind source or a relative bind destination, and otherwise runs CMD on the
+  host, in the caller's working directory and environment;
+- `apptainer build [options] IMAGE DEFINITION` fails on a missing definition, a %files source
+  missing relative to the working directory, or a `{{ NAME }}` build variable given neither by
+  --build-arg nor in %arguments; otherwise it writes a small placeholder file at IMAGE.
 """
 
 from __future__ import annotations
@@ -25,15 +26,35 @@ VERSION = "apptainer version 1.3.4"
 GLOBAL_FLAGS = {"-q", "--quiet", "-s", "--silent", "-d", "--debug", "-v", "--verbose", "--nocolor"}
 # Options of `exec` and `build` that take a value (the rest used here are flags).
 VALUE_OPTIONS = {
-    "-B", "--bind", "--mount", "-H", "--home", "--pwd", "--env", "--env-file", "-o", "--overlay",
-    "-W", "--workdir", "-S", "--scratch", "--security", "--network", "--network-args", "--hostname",
-    "--app", "--build-arg", "--build-arg-file", "--section", "--bind-path",
+    "-B",
+    "--bind",
+    "--mount",
+    "-H",
+    "--home",
+    "--pwd",
+    "--env",
+    "--env-file",
+    "-o",
+    "--overlay",
+    "-W",
+    "--workdir",
+    "-S",
+    "--scratch",
+    "--security",
+    "--network",
+    "--network-args",
+    "--hostname",
+    "--app",
+    "--build-arg",
+    "--build-arg-file",
+    "--section",
+    "--bind-path",
 }
 
 
 def parse_command(argv: list[str]) -> dict:
-    """{"command", "options": [(name, value or None)], "positional": [...]}: options are read up to the
-    first positional argument for `exec` (the image; what follows is the command to run)."""
+    """{"command", "options": [(name, value or None)], "positional": [...]}: options are read up to
+    the first positional argument for `exec` (the image; what follows is the command to run)."""
     args = list(argv)
     while args and args[0] in GLOBAL_FLAGS:
         args.pop(0)
@@ -114,7 +135,9 @@ def run_build(parsed: dict) -> int:
             source = line.split()[0]
             if not Path(source).exists():
                 return fail(f"%files: {source} not found relative to {os.getcwd()}")
-    defaults = {line.split("=", 1)[0].strip() for line in sections.get("arguments", []) if "=" in line}
+    defaults = {
+        line.split("=", 1)[0].strip() for line in sections.get("arguments", []) if "=" in line
+    }
     given = {value.split("=", 1)[0] for name, value in parsed["options"] if name == "--build-arg"}
     for name in sorted(set(re.findall(r"\{\{\s*(\w+)\s*\}\}", text)) - defaults - given):
         return fail(f"build var {name} is not defined through either --build-arg or %arguments")

@@ -1,7 +1,7 @@
-"""A real single-node SLURM cluster on localhost, for tests: munged, slurmctld and slurmd started from
-Debian's packages with a configuration in a temporary folder, stopped by the PIDs they wrote.
-With `nodes=2` it is a two-node cluster on this one machine (see TwoNodeNetwork): each slurmd runs with
-its own hostname, and the second in its own network namespace, so multi-node launches are real
+"""A real single-node SLURM cluster on localhost, for tests: munged, slurmctld and slurmd started
+from Debian's packages with a configuration in a temporary folder, stopped by the PIDs they wrote.
+With `nodes=2` it is a two-node cluster on this one machine (see TwoNodeNetwork): each slurmd runs
+with its own hostname, and the second in its own network namespace, so multi-node launches are real
 cross-"node" TCP connections.
 
 No systemd here, so the daemons are started directly. Settings that keep Snakemake from hanging:
@@ -34,7 +34,9 @@ def free_port() -> int:
 
 
 class LocalSlurm:
-    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 8000, gpus: int = 2, nodes: int = 1):
+    def __init__(
+        self, root: Path, cpus: int = 2, memory_mb: int = 8000, gpus: int = 2, nodes: int = 1
+    ):
         if nodes not in (1, 2):
             raise ValueError(f"the test cluster has 1 or 2 nodes, not {nodes}")
         self.root = root
@@ -48,8 +50,13 @@ class LocalSlurm:
 
     @property
     def env(self) -> dict[str, str]:
-        """Client environment: SLURM_CONF, and bin/ first on PATH for the srun shim (see write_config)."""
-        return {**os.environ, "SLURM_CONF": str(self.conf), "PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+        """Client environment: SLURM_CONF, and bin/ first on PATH for the srun shim (see
+        write_config)."""
+        return {
+            **os.environ,
+            "SLURM_CONF": str(self.conf),
+            "PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        }
 
     def missing_programs(self) -> list[str]:
         needed = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel"]
@@ -67,11 +74,15 @@ class LocalSlurm:
         for index in range(self.gpus):
             device = self.root / "dev" / f"nvidia{index}"
             if not device.exists():
-                os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a character device, like /dev/null
+                os.mknod(
+                    device, 0o666 | stat.S_IFCHR, os.makedev(1, 3)
+                )  # a character device, like /dev/null
         r = self.root
         node_lines = "\n".join(
             f"NodeName={name} NodeAddr={address} CPUs={self.cpus} RealMemory={self.memory_mb} "
-            f"Gres=gpu:{self.gpus} State=UNKNOWN" for name, address in self.nodes.items())
+            f"Gres=gpu:{self.gpus} State=UNKNOWN"
+            for name, address in self.nodes.items()
+        )
         self.conf.write_text(f"""\
 ClusterName=amberci
 SlurmctldHost={self.controller}({self.nodes[self.node]})
@@ -105,16 +116,19 @@ GresTypes=gpu
 {node_lines}
 PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """)
-        # snakemake-executor-plugin-slurm-jobstep removes every SLURM_* variable, SLURM_CONF included,
-        # before its nested `srun`; a real cluster's config sits at /etc/slurm, ours does not. This
-        # shim gives srun our config back (and only srun: the tests' sbatch/squeue get SLURM_CONF).
+        # snakemake-executor-plugin-slurm-jobstep removes every SLURM_* variable, SLURM_CONF
+        # included, before its nested `srun`; a real cluster's config sits at /etc/slurm, ours does
+        # not. This shim gives srun our config back (and only srun: the tests' sbatch/squeue get
+        # SLURM_CONF).
         (r / "bin").mkdir(exist_ok=True)
         shim = r / "bin" / "srun"
         shim.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {shutil.which("srun")} "$@"\n')
         shim.chmod(0o755)
         gpu_files = f"{r}/dev/nvidia[0-{self.gpus - 1}]"
         (self.root / "gres.conf").write_text(
-            "AutoDetect=off\n" + "".join(f"NodeName={name} Name=gpu File={gpu_files}\n" for name in self.nodes))
+            "AutoDetect=off\n"
+            + "".join(f"NodeName={name} Name=gpu File={gpu_files}\n" for name in self.nodes)
+        )
 
     def start(self, timeout: float = 60) -> None:
         """Start the daemons; if one fails, stop those already running before raising."""
@@ -127,13 +141,25 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
     def _start(self, timeout: float) -> None:
         missing = self.missing_programs()
         if missing:
-            raise RuntimeError(f"SLURM test cluster: {', '.join(missing)} not installed "
-                               "(apt-get install --no-install-recommends slurmctld slurmd slurm-client munge iproute2)")
+            raise RuntimeError(
+                f"SLURM test cluster: {', '.join(missing)} not installed "
+                "(apt-get install --no-install-recommends "
+                "slurmctld slurmd slurm-client munge iproute2)"
+            )
         self.write_config()
         r = self.root
-        subprocess.run(["munged", "--force", f"--socket={r}/munge/munge.socket", f"--key-file={r}/munge/munge.key",
-                        f"--pid-file={r}/munge/munged.pid", f"--log-file={r}/munge/munged.log",
-                        f"--seed-file={r}/munge/munged.seed"], check=True)
+        subprocess.run(
+            [
+                "munged",
+                "--force",
+                f"--socket={r}/munge/munge.socket",
+                f"--key-file={r}/munge/munge.key",
+                f"--pid-file={r}/munge/munged.pid",
+                f"--log-file={r}/munge/munged.log",
+                f"--seed-file={r}/munge/munged.seed",
+            ],
+            check=True,
+        )
         self.pids["munged"] = self._wait_for_pid(r / "munge" / "munged.pid", timeout)
         subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env)
         self.pids["slurmctld"] = self._wait_for_pid(r / "slurmctld.pid", timeout)
@@ -142,16 +168,24 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
         for name in self.nodes:
             (r / "spool" / name).mkdir(parents=True, exist_ok=True)
             slurmd = ["slurmd", "-f", str(self.conf)]
-            subprocess.run(self.network.on_node(name, slurmd) if self.network else slurmd, check=True, env=self.env)
+            subprocess.run(
+                self.network.on_node(name, slurmd) if self.network else slurmd,
+                check=True,
+                env=self.env,
+            )
             self.pids[f"slurmd {name}"] = self._wait_for_pid(r / f"slurmd.{name}.pid", timeout)
         deadline = time.monotonic() + timeout
         while set(self.node_states()) - {"idle", "mixed", "allocated"}:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nodes not idle after {timeout} s: {self.node_states()!r}\n{self.logs()}")
+                raise RuntimeError(
+                    f"nodes not idle after {timeout} s: {self.node_states()!r}\n{self.logs()}"
+                )
             time.sleep(0.2)
 
     def node_states(self) -> list[str]:
-        result = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, env=self.env)
+        result = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, env=self.env
+        )
         return [state.rstrip("*~#") for state in result.stdout.split()] or ["no nodes"]
 
     def _wait_for_pid(self, path: Path, timeout: float) -> int:
@@ -164,14 +198,19 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
 
     def logs(self) -> str:
         parts = []
-        for name in ("slurmctld.log", *(f"slurmd.{node}.log" for node in self.nodes), "munge/munged.log"):
+        for name in (
+            "slurmctld.log",
+            *(f"slurmd.{node}.log" for node in self.nodes),
+            "munge/munged.log",
+        ):
             path = self.root / name
             if path.exists():
                 parts.append(f"--- {name}\n{path.read_text()[-3000:]}")
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """Stop only the daemons this object started, newest first, by their PIDs; then the network."""
+        """Stop only the daemons this object started, newest first, by their PIDs; then the
+        network."""
         for name in reversed(list(self.pids)):
             pid = self.pids.pop(name)
             try:
@@ -187,19 +226,41 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
             self.network.remove()
 
 
-def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: float = 600, wait=True):
+def slurm_snakemake(
+    workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: float = 600, wait=True
+):
     """Snakemake with the repository's slurm profile; test overrides for this one-node cluster."""
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir.path),
-        "--profile", str(REPO / "profiles" / "slurm"),
-        "--configfile", str(workdir.path / "config" / "config.yaml"),  # the embedded default, not the 7B recipe
-        "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
-        "--slurm-status-command", "squeue",  # no slurmdbd here: sacct exists but fails
-        "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-        "--jobs", "2", "--latency-wait", "5", "--verbose", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir.path),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(workdir.path / "config" / "config.yaml"),  # the embedded default, not the 7B recipe
+        "--default-resources",
+        "slurm_partition=debug",
+        "mem_mb=500",
+        "runtime=30",
+        "--slurm-status-command",
+        "squeue",  # no slurmdbd here: sacct exists but fails
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--jobs",
+        "2",
+        "--latency-wait",
+        "5",
+        "--verbose",
+        *args,
     ]
     # The profile runs GPU rules in Apptainer, which is not installable here: a stand-in records the
-    # calls and runs the inner command on the host (see tests/fake_apptainer.py), on a placeholder image.
+    # calls and runs the inner command on the host (see tests/fake_apptainer.py), on a placeholder
+    # image.
     fake_bin = workdir.path / "fake-bin"
     fake_apptainer(fake_bin, workdir.path / "apptainer-calls.jsonl")
     image = workdir.path / workdir.config["container"]["image"]
@@ -209,13 +270,25 @@ def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: 
     # Run from the working directory, as users do: Snakemake expands the profile's $PWD (in its
     # apptainer-args bind) from the environment when it reads the profile.
     env["PWD"] = str(workdir.path)
-    env.update(SLURM_CONF=cluster.env["SLURM_CONF"],
-               PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}")
+    env.update(
+        SLURM_CONF=cluster.env["SLURM_CONF"],
+        PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}",
+    )
     if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=workdir.path)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir.path)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=workdir.path,
+        )
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir.path
+    )
+    assert result.returncode == 0, (
+        f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
+    )
     return result
 
 
@@ -242,10 +315,10 @@ def _alive(pid: int) -> bool:
 
 class TwoNodeNetwork:
     """Two "nodes" on one machine: node1 keeps this machine's network, node2 gets its own network
-    namespace joined to it by a veth pair. Each slurmd runs in its own UTS and mount namespace, with its
-    node name as hostname and a private /etc/hosts naming both nodes, so hostnames resolve to addresses
-    the other node can reach (this machine's own name resolves to 127.0.0.1). Jobs inherit all of this
-    from their slurmd. Needs root, `ip` and `unshare`.
+    namespace joined to it by a veth pair. Each slurmd runs in its own UTS and mount namespace, with
+    its node name as hostname and a private /etc/hosts naming both nodes, so hostnames resolve to
+    addresses the other node can reach (this machine's own name resolves to 127.0.0.1). Jobs inherit
+    all of this from their slurmd. Needs root, `ip` and `unshare`.
     """
 
     def __init__(self, root: Path):
@@ -257,20 +330,25 @@ class TwoNodeNetwork:
 
     def create(self) -> None:
         original = Path("/etc/hosts").read_text()
-        self.hosts.write_text(original + "".join(f"{address} {name}\n" for name, address in self.nodes.items()))
+        self.hosts.write_text(
+            original + "".join(f"{address} {name}\n" for name, address in self.nodes.items())
+        )
         node1, node2 = self.nodes.values()
         for command in (
             f"ip netns add {self.namespace}",
             f"ip link add {self.link} type veth peer name {self.link} netns {self.namespace}",
-            f"ip addr add {node1}/24 dev {self.link}", f"ip link set {self.link} up",
+            f"ip addr add {node1}/24 dev {self.link}",
+            f"ip link set {self.link} up",
             f"ip -n {self.namespace} addr add {node2}/24 dev {self.link}",
-            f"ip -n {self.namespace} link set {self.link} up", f"ip -n {self.namespace} link set lo up",
+            f"ip -n {self.namespace} link set {self.link} up",
+            f"ip -n {self.namespace} link set lo up",
         ):
             subprocess.run(command.split(), check=True, capture_output=True)
             self.created = True  # from the first step on, so remove() undoes a partial set-up
 
     def on_node(self, name: str, command: list[str]) -> list[str]:
-        """`command` run as on node `name`: its hostname, its /etc/hosts and, for node2, its network."""
+        """`command` run as on node `name`: its hostname, its /etc/hosts and, for node2, its
+        network."""
         inner = f'hostname {name} && mount --bind {self.hosts} /etc/hosts && exec "$@"'
         prefix = ["nsenter", f"--net=/run/netns/{self.namespace}"] if name == "node2" else []
         return [*prefix, "unshare", "--uts", "--mount", "sh", "-c", inner, "sh", *command]

@@ -1,6 +1,6 @@
 """The Apptainer image's definition and the conda environments, checked statically against
-requirements.lock (Apptainer is not installed where these tests run, so nothing here builds the image;
-tests/test_containers.py checks how the workflow hands its GPU jobs to Apptainer).
+requirements.lock (Apptainer is not installed where these tests run, so nothing here builds the
+image; tests/test_containers.py checks how the workflow hands its GPU jobs to Apptainer).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 import tomllib
 
 import yaml
+from conftest import REPO
+from fake_apptainer import definition_sections
 
 import amber_repro
 from amber_repro.__main__ import STAGES
-from conftest import REPO
-from fake_apptainer import definition_sections
 
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"
@@ -29,14 +29,17 @@ def canonical(name: str) -> str:
 
 
 def lock_pins() -> dict[str, str]:
-    lines = [line for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     bad = [line for line in lines if not PIN.match(line)]
     assert not bad, f"requirements.lock lines that are not name==version: {bad}"
     return {canonical(PIN.match(line).group(1)): PIN.match(line).group(2) for line in lines}
 
 
 class Definition:
-    """containers/amber-repro.def: header keywords, sections, %arguments, %labels, %post variables."""
+    """containers/amber-repro.def: header keywords, sections, %arguments, %labels, %post
+    variables."""
 
     def __init__(self):
         self.text = DEFINITION.read_text()
@@ -69,7 +72,9 @@ class Definition:
     def expand(self, text: str, variables: dict[str, str]) -> str:
         """$VAR / ${VAR} of the given %post assignments, and {{ NAME }} of %arguments defaults."""
         text = re.sub(r"\$\{?([A-Z_]+)\}?", lambda m: variables.get(m.group(1), m.group(0)), text)
-        return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: self.arguments.get(m.group(1), m.group(0)), text)
+        return re.sub(
+            r"\{\{\s*(\w+)\s*\}\}", lambda m: self.arguments.get(m.group(1), m.group(0)), text
+        )
 
 
 # --- the definition ------------------------------------------------------------------------------
@@ -83,13 +88,18 @@ def test_definition_pins_the_base_image_by_digest_and_names_its_tag():
     assert base, definition.header["From"]
     # ... and the tag it was published for is recorded beside it, in the labels.
     assert definition.labels["org.opencontainers.image.base.digest"] == f"sha256:{base.group(1)}"
-    tag = re.fullmatch(r"docker\.io/pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn\d+-runtime",
-                       definition.labels["org.opencontainers.image.base.name"])
+    tag = re.fullmatch(
+        r"docker\.io/pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn\d+-runtime",
+        definition.labels["org.opencontainers.image.base.name"],
+    )
     assert tag, definition.labels["org.opencontainers.image.base.name"]
     # The base's torch release is the lock's, and torch comes from the index of the base's CUDA.
     assert tag.group(1) == lock_pins()["torch"]
     assert definition.arguments["TORCH_CUDA"] == f"cu{tag.group(2)}{tag.group(3)}"
-    assert definition.post_vars["TORCH_INDEX"] == f"https://download.pytorch.org/whl/cu{tag.group(2)}{tag.group(3)}"
+    assert (
+        definition.post_vars["TORCH_INDEX"]
+        == f"https://download.pytorch.org/whl/cu{tag.group(2)}{tag.group(3)}"
+    )
 
 
 def test_definition_installs_exactly_the_lock():
@@ -99,29 +109,44 @@ def test_definition_installs_exactly_the_lock():
     assert ("requirements.lock", "/opt/amber-repro/requirements.lock") in definition.files
     assert ("pyproject.toml", "/opt/amber-repro/src/pyproject.toml") in definition.files
     assert ("amber_repro", "/opt/amber-repro/src/amber_repro") in definition.files
-    assert ("containers/check_environment.py", "/opt/amber-repro/check_environment.py") in definition.files
+    assert (
+        "containers/check_environment.py",
+        "/opt/amber-repro/check_environment.py",
+    ) in definition.files
     assert all((REPO / source).exists() for source, _ in definition.files), definition.files
 
     pip = "/opt/amber-repro/venv/bin/python -m pip install"
     assert f'{pip} --no-deps -r "/opt/amber-repro/requirements.lock"' in definition.post
     assert f'{pip} --no-deps "/opt/amber-repro/src"' in definition.post
-    # torch: the lock's version, read from the lock, from the CUDA index; nothing else from that index.
-    assert definition.post_vars["TORCH_VERSION"] == """$(sed -n 's/^torch==//p' "/opt/amber-repro/requirements.lock")"""
+    # torch: the lock's version, read from the lock, from the CUDA index; nothing else from that
+    # index.
+    assert (
+        definition.post_vars["TORCH_VERSION"]
+        == """$(sed -n 's/^torch==//p' "/opt/amber-repro/requirements.lock")"""
+    )
     index_installs = [line for line in definition.post if "--index-url" in line]
-    assert index_installs and all(line.endswith('"torch==$TORCH_VERSION"') for line in index_installs)
+    assert index_installs and all(
+        line.endswith('"torch==$TORCH_VERSION"') for line in index_installs
+    )
     # The build fails unless the environment is the lock (torch as its CUDA build), and consistent.
-    assert ('"/opt/amber-repro/venv/bin/python" "/opt/amber-repro/check_environment.py" '
-            f'"/opt/amber-repro/requirements.lock" --torch-local "{definition.arguments["TORCH_CUDA"]}"'
-            in definition.post)
+    assert (
+        '"/opt/amber-repro/venv/bin/python" "/opt/amber-repro/check_environment.py" '
+        f'"/opt/amber-repro/requirements.lock" --torch-local "{definition.arguments["TORCH_CUDA"]}"'
+        in definition.post
+    )
     assert "/opt/amber-repro/venv/bin/python -m pip check" in definition.post
     # CPython 3.11, as the lock and pyproject require; the conda environments say the same.
     assert re.fullmatch(r"3\.11\.\d+", definition.arguments["PYTHON_VERSION"])
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert requires == ">=3.11,<3.12"
     # Any version the definition names for a locked package (text or comments) is the lock's.
-    for name, version in re.findall(r"\b([A-Za-z][A-Za-z0-9._-]*)==(\d[^\s\"'+]*)", definition.text):
+    for name, version in re.findall(
+        r"\b([A-Za-z][A-Za-z0-9._-]*)==(\d[^\s\"'+]*)", definition.text
+    ):
         if canonical(name) in pins:
-            assert version.rstrip(".,)") == pins[canonical(name)], f"{name}=={version} in the definition"
+            assert version.rstrip(".,)") == pins[canonical(name)], (
+                f"{name}=={version} in the definition"
+            )
 
 
 def test_definition_labels_environment_test_and_runscript():
@@ -134,11 +159,21 @@ def test_definition_labels_environment_test_and_runscript():
     # The lock's hash: a build argument with no default, checked against the lock copied in.
     assert definition.labels["org.amber-repro.lock-sha256"] == "{{ LOCK_SHA256 }}"
     assert "LOCK_SHA256" not in definition.arguments
-    assert 'echo "{{ LOCK_SHA256 }}  /opt/amber-repro/requirements.lock" | sha256sum -c -' in definition.post
+    assert (
+        'echo "{{ LOCK_SHA256 }}  /opt/amber-repro/requirements.lock" | sha256sum -c -'
+        in definition.post
+    )
 
-    environment = dict(re.findall(r"^export (\w+)=(.*)$", "\n".join(definition.section("environment")), re.M))
+    environment = dict(
+        re.findall(r"^export (\w+)=(.*)$", "\n".join(definition.section("environment")), re.M)
+    )
     assert environment["HF_HOME"] == "/cache/huggingface"
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONNOUSERSITE"):
+    for name in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "PYTHONNOUSERSITE",
+    ):
         assert environment[name] == "1", name
     assert environment["PATH"] == '"/opt/amber-repro/venv/bin:$PATH"'
     unset = [line for line in definition.section("environment") if line.startswith("unset ")]
@@ -152,18 +187,29 @@ def test_definition_labels_environment_test_and_runscript():
     assert stage_calls, tests
     for line in cli_calls:
         command = shlex.split(line.split(">")[0])
-        subprocess.run([sys.executable, *command[1:]], check=True, capture_output=True, cwd=REPO, timeout=120)
+        subprocess.run(
+            [sys.executable, *command[1:]], check=True, capture_output=True, cwd=REPO, timeout=120
+        )
     assert definition.section("runscript") == ['exec python -m amber_repro "$@"']
 
 
 def test_no_secrets_in_the_definition_or_the_settings():
-    files = [DEFINITION, REPO / "containers" / "check_environment.py", REPO / "rules" / "container.smk",
-             REPO / "profiles" / "slurm" / "config.v8+.yaml", *sorted((REPO / "config").glob("*.yaml"))]
+    files = [
+        DEFINITION,
+        REPO / "containers" / "check_environment.py",
+        REPO / "rules" / "container.smk",
+        REPO / "profiles" / "slurm" / "config.v8+.yaml",
+        *sorted((REPO / "config").glob("*.yaml")),
+    ]
     for path in files:
         text = path.read_text()
         assert not re.search(r"\bhf_[A-Za-z0-9]{20,}", text), f"a Hugging Face token in {path}"
-        assert not re.search(r"(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|HF_API_TOKEN)\s*[=:]\s*\S", text), path
-        assert not re.search(r"(?i)\b(password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]", text), path
+        assert not re.search(r"(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|HF_API_TOKEN)\s*[=:]\s*\S", text), (
+            path
+        )
+        assert not re.search(
+            r"(?i)\b(password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]", text
+        ), path
         assert not re.search(r"(?i)--(password|docker-password|passphrase)", text), path
 
 
@@ -175,21 +221,30 @@ def test_the_environment_check_accepts_the_lock_and_names_every_difference(tmp_p
     here on the project's own environment (the lock, torch as its CPU build)."""
     check = [sys.executable, str(REPO / "containers" / "check_environment.py")]
     extras = ["--allow", "setuptools", "--allow", "wheel"]  # what `python -m venv` adds here
-    ok = subprocess.run([*check, str(LOCK), "--torch-local", "cpu", *extras], capture_output=True, text=True)
+    ok = subprocess.run(
+        [*check, str(LOCK), "--torch-local", "cpu", *extras], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert f"{len(lock_pins())} packages" in ok.stdout
 
     drifted = tmp_path / "requirements.lock"
     text = LOCK.read_text().replace(f"numpy=={lock_pins()['numpy']}\n", "numpy==1.0.0\n")
     drifted.write_text(text + "not-installed-package==1.2.3\n")
-    bad = subprocess.run([*check, str(drifted), "--torch-local", "cpu"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [*check, str(drifted), "--torch-local", "cpu"], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert f"numpy: locked 1.0.0, installed {lock_pins()['numpy']}" in bad.stderr
     assert "not-installed-package: locked 1.2.3, not installed" in bad.stderr
     assert "setuptools: installed" in bad.stderr and "not in the lock" in bad.stderr
     # torch must be the lock's release built for the named target (the image: the CUDA build).
-    cuda = subprocess.run([*check, str(LOCK), "--torch-local", "cu126", *extras], capture_output=True, text=True)
-    assert cuda.returncode == 1 and f"torch: locked {lock_pins()['torch']}+cu126, installed" in cuda.stderr
+    cuda = subprocess.run(
+        [*check, str(LOCK), "--torch-local", "cu126", *extras], capture_output=True, text=True
+    )
+    assert (
+        cuda.returncode == 1
+        and f"torch: locked {lock_pins()['torch']}+cu126, installed" in cuda.stderr
+    )
 
 
 def test_conda_environments_pin_the_lock_versions():
@@ -207,6 +262,10 @@ def test_conda_environments_pin_the_lock_versions():
         for requirement in pip:
             match = PIN.match(requirement)
             assert match, f"{path.name}: {requirement} is not name==version"
-            assert pins.get(canonical(match.group(1))) == match.group(2), f"{path.name}: {requirement}"
+            assert pins.get(canonical(match.group(1))) == match.group(2), (
+                f"{path.name}: {requirement}"
+            )
         # And the files are what envs/render.py writes from the lock today.
-        assert path.read_text() == render.render(path.stem, pins), f"{path.name} differs from envs/render.py"
+        assert path.read_text() == render.render(path.stem, pins), (
+            f"{path.name} differs from envs/render.py"
+        )

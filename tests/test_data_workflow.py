@@ -15,26 +15,36 @@ def test_snakemake_builds_the_data_targets_on_the_embedded_default(workdir):
     manifest = read_json(data / "manifest.json")
     assert manifest["source"]["kind"] == "synthetic"
     for split in ("train", "test"):
-        raw = pl.read_parquet(workdir.path / "results" / "raw" / "pku-saferlhf" / f"{split}.parquet")
+        raw = pl.read_parquet(
+            workdir.path / "results" / "raw" / "pku-saferlhf" / f"{split}.parquet"
+        )
         pairs = pl.read_parquet(data / f"pairs-{split}.parquet")
         sft = pl.read_parquet(data / f"sft-{split}.parquet")
         counts = manifest["splits"][split]
         assert counts["rows_read"] == raw.height
-        assert counts["rows_kept"] == pairs.height == raw.filter(
-            pl.col("is_response_0_safe") != pl.col("is_response_1_safe")).height
+        assert (
+            counts["rows_kept"]
+            == pairs.height
+            == raw.filter(pl.col("is_response_0_safe") != pl.col("is_response_1_safe")).height
+        )
         assert counts["unique_prompts"] == sft.height == pairs["prompt"].n_unique()
         assert sum(counts["rows_dropped"].values()) + counts["rows_kept"] == counts["rows_read"]
     for path, digest in manifest["outputs"].items():
         assert sha256_file(workdir.path / path) == digest
     # Nothing to do on a second run: the data targets are up to date.
-    assert "Nothing to be done" in workdir.snakemake("results/ambersafe/data/manifest.json", "-n").stdout
+    assert (
+        "Nothing to be done"
+        in workdir.snakemake("results/ambersafe/data/manifest.json", "-n").stdout
+    )
 
 
 def test_synthetic_data_is_deterministic_and_has_the_variety_the_filter_needs(tmp_path):
     synthesize(tmp_path / "a", seed=3, rows={"train": 600, "test": 100})
     synthesize(tmp_path / "b", seed=3, rows={"train": 600, "test": 100})
     for split in ("train", "test"):
-        assert sha256_file(tmp_path / "a" / f"{split}.parquet") == sha256_file(tmp_path / "b" / f"{split}.parquet")
+        assert sha256_file(tmp_path / "a" / f"{split}.parquet") == sha256_file(
+            tmp_path / "b" / f"{split}.parquet"
+        )
     train = pl.read_parquet(tmp_path / "a" / "train.parquet")
     test = pl.read_parquet(tmp_path / "a" / "test.parquet")
     assert dict(train.schema) == V0_SCHEMA
@@ -52,8 +62,15 @@ def test_download_writes_splits_unchanged_and_never_the_token(tmp_path, monkeypa
     """The hub path with load_dataset replaced by a local dataset (no hub access here)."""
     import datasets
 
-    rows = {"prompt": ["p"], "response_0": ["a"], "response_1": ["b"], "is_response_0_safe": [True],
-            "is_response_1_safe": [False], "better_response_id": [0], "safer_response_id": [0]}
+    rows = {
+        "prompt": ["p"],
+        "response_0": ["a"],
+        "response_1": ["b"],
+        "is_response_0_safe": [True],
+        "is_response_1_safe": [False],
+        "better_response_id": [0],
+        "safer_response_id": [0],
+    }
     calls = []
 
     def fake_load_dataset(name, revision, split):
@@ -63,9 +80,18 @@ def test_download_writes_splits_unchanged_and_never_the_token(tmp_path, monkeypa
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setattr(download, "resolve_dataset_commit", lambda dataset, revision: "abc123")
-    source = download.download_dataset("PKU-Alignment/PKU-SafeRLHF", "v0", {"train": "330k_train", "test": "test"}, tmp_path)
-    assert calls == [("PKU-Alignment/PKU-SafeRLHF", "abc123", "test"), ("PKU-Alignment/PKU-SafeRLHF", "abc123", "330k_train")]
-    assert source["revision"] == "v0" and source["commit"] == "abc123" and source["rows"] == {"train": 1, "test": 1}
+    source = download.download_dataset(
+        "PKU-Alignment/PKU-SafeRLHF", "v0", {"train": "330k_train", "test": "test"}, tmp_path
+    )
+    assert calls == [
+        ("PKU-Alignment/PKU-SafeRLHF", "abc123", "test"),
+        ("PKU-Alignment/PKU-SafeRLHF", "abc123", "330k_train"),
+    ]
+    assert (
+        source["revision"] == "v0"
+        and source["commit"] == "abc123"
+        and source["rows"] == {"train": 1, "test": 1}
+    )
     assert pl.read_parquet(tmp_path / "train.parquet").to_dict(as_series=False) == rows
     for path in tmp_path.iterdir():
         assert b"hf_secret_token_value" not in path.read_bytes()

@@ -4,9 +4,10 @@ reference log-prob pass computes each pair once across processes.
 
 Tolerance: 1e-4 (absolute, weights; relative, losses) after 8 optimizer steps. Two processes sum
 their micro-batch gradients in another order than one process does (a reduce-scatter of two partial
-sums instead of one running sum), so float32 rounding differs at ~1e-7 relative; RMSprop divides each
-gradient by its running RMS, so a coordinate's step is about lr (1e-3) whatever its gradient, and a
-rounding difference in a near-zero gradient can move that coordinate by a small fraction of lr.
+sums instead of one running sum), so float32 rounding differs at ~1e-7 relative; RMSprop divides
+each gradient by its running RMS, so a coordinate's step is about lr (1e-3) whatever its gradient,
+and a rounding difference in a near-zero gradient can move that coordinate by a small fraction of
+lr.
 Measured here: at most 1.5e-5.
 """
 
@@ -32,25 +33,75 @@ from amber_repro.training import global_batch_size, micro_batch_size
 TOLERANCE = 1e-4
 
 
-def command(stage: str, pipeline, out: Path, processes: int, accumulation: int, extra=()) -> list[str]:
+def command(
+    stage: str, pipeline, out: Path, processes: int, accumulation: int, extra=()
+) -> list[str]:
     root = pipeline.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
         args = ["sft", "--data", data / "sft-train.parquet", "--model", root / "base_model"]
     else:
-        args = ["dpo", "--model", root / "ambersafe/sft", "--pairs", data / "pairs-train.parquet",
-                "--ref-logps", root / "ambersafe/ref_logps/train.parquet", "--eval-pairs", data / "pairs-test.parquet",
-                "--eval-ref-logps", root / "ambersafe/ref_logps/test.parquet", "--eval-every", "4", "--eval-examples", "32"]
-    args += ["--batch-size", "8", "--gradient-accumulation-steps", accumulation, "--n-epochs", "1", "--max-steps", "8",
-             "--checkpoint-every", "2", "--lr", "1e-3", "--warmup-steps", "2", "--max-length", "128",
-             "--max-prompt-length", "64", "--out-dir", out / "model", "--state-dir", out / "state", *extra]
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+        args = [
+            "dpo",
+            "--model",
+            root / "ambersafe/sft",
+            "--pairs",
+            data / "pairs-train.parquet",
+            "--ref-logps",
+            root / "ambersafe/ref_logps/train.parquet",
+            "--eval-pairs",
+            data / "pairs-test.parquet",
+            "--eval-ref-logps",
+            root / "ambersafe/ref_logps/test.parquet",
+            "--eval-every",
+            "4",
+            "--eval-examples",
+            "32",
+        ]
+    args += [
+        "--batch-size",
+        "8",
+        "--gradient-accumulation-steps",
+        accumulation,
+        "--n-epochs",
+        "1",
+        "--max-steps",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "2",
+        "--max-length",
+        "128",
+        "--max-prompt-length",
+        "64",
+        "--out-dir",
+        out / "model",
+        "--state-dir",
+        out / "state",
+        *extra,
+    ]
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(processes),
+        ]
+    )
     return [*launcher, "-m", "amber_repro", *map(str, args)]
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return result
 
@@ -60,11 +111,17 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "model" / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["loss"]
+        for line in (out / "model" / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def grad_norms(out: Path) -> list[float]:
-    return [json.loads(line)["grad_norm"] for line in (out / "model" / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["grad_norm"]
+        for line in (out / "model" / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -89,7 +146,10 @@ def runs(pipeline, tmp_path_factory):
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_two_fsdp_processes_match_one_process_with_the_same_effective_batch(stage, runs):
-    one, two = runs(stage, 1, 2), runs(stage, 2, 1)  # micro-batch 4 either way: 8 = 4 x 2 x 1 = 4 x 1 x 2
+    one, two = (
+        runs(stage, 1, 2),
+        runs(stage, 2, 1),
+    )  # micro-batch 4 either way: 8 = 4 x 2 x 1 = 4 x 1 x 2
     assert max_difference(weights(one), weights(two)) < TOLERANCE
     assert losses(one) == pytest.approx(losses(two), rel=TOLERANCE)
     assert len(losses(two)) == 8
@@ -106,12 +166,21 @@ def test_more_accumulation_does_not_inflate_the_loss(runs):
 
 
 def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
-    """Start a (possibly torchrun) run and SIGKILL its whole process group once a checkpoint exists."""
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """Start a (possibly torchrun) run and SIGKILL its whole process group once a checkpoint
+    exists."""
+    process = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 300
     while not (state / "checkpoint" / "trainer_state.pt").exists():
-        assert process.poll() is None, f"finished before its first checkpoint: {process.stderr.read()[-3000:]}"
+        assert process.poll() is None, (
+            f"finished before its first checkpoint: {process.stderr.read()[-3000:]}"
+        )
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
@@ -119,16 +188,22 @@ def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
 
 
 @pytest.mark.parametrize("first_processes", [2, 1])
-def test_resume_on_two_processes_from_a_checkpoint_of_two_or_one(first_processes, pipeline, runs, tmp_path):
+def test_resume_on_two_processes_from_a_checkpoint_of_two_or_one(
+    first_processes, pipeline, runs, tmp_path
+):
     reference = runs("sft", 2, 1)
-    kill_after_first_checkpoint(command("sft", pipeline, tmp_path, first_processes, 1), tmp_path / "state")
+    kill_after_first_checkpoint(
+        command("sft", pipeline, tmp_path, first_processes, 1), tmp_path / "state"
+    )
     assert not (tmp_path / "model").exists()
     saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
     assert saved["world_size"] == first_processes and 2 <= saved["step"] < 8
     resumed = run(command("sft", pipeline, tmp_path, 2, 1))
     assert f"written by {first_processes} process(es), now 2" in resumed.stdout
     if first_processes == 2:
-        assert max_difference(weights(tmp_path), weights(reference)) == 0.0  # same processes: bit for bit
+        assert (
+            max_difference(weights(tmp_path), weights(reference)) == 0.0
+        )  # same processes: bit for bit
     else:
         assert max_difference(weights(tmp_path), weights(reference)) < TOLERANCE
 
@@ -136,9 +211,31 @@ def test_resume_on_two_processes_from_a_checkpoint_of_two_or_one(first_processes
 def test_reference_logps_on_two_processes_cover_each_pair_once(pipeline, tmp_path):
     root = pipeline.path / "results"
     pairs = root / "ambersafe/data/pairs-test.parquet"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "amber_repro",
-           "ref-logps", "--model", str(root / "ambersafe/sft"), "--pairs", str(pairs), "--out", str(tmp_path / "test.parquet"),
-           "--precision", "float32", "--max-length", "128", "--max-prompt-length", "64", "--batch-size", "16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "amber_repro",
+        "ref-logps",
+        "--model",
+        str(root / "ambersafe/sft"),
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(tmp_path / "test.parquet"),
+        "--precision",
+        "float32",
+        "--max-length",
+        "128",
+        "--max-prompt-length",
+        "64",
+        "--batch-size",
+        "16",
+    ]
     run(cmd)
     two = pl.read_parquet(tmp_path / "test.parquet")
     one = pl.read_parquet(root / "ambersafe/ref_logps/test.parquet")
@@ -150,10 +247,18 @@ def test_reference_logps_on_two_processes_cover_each_pair_once(pipeline, tmp_pat
 
 
 def test_batch_conventions_and_impossible_splits():
-    assert micro_batch_size(32, 4, 8) == 1 and global_batch_size(32, 4, 8) == 32  # AmberSafe DPO on 8 GPUs
+    assert (
+        micro_batch_size(32, 4, 8) == 1 and global_batch_size(32, 4, 8) == 32
+    )  # AmberSafe DPO on 8 GPUs
     assert micro_batch_size(64, 2, 8) == 4  # AmberSafe SFT
-    assert micro_batch_size(2, 16, 8, "per_device") == 2 and global_batch_size(2, 16, 8, "per_device") == 256  # AmberChat
-    with pytest.raises(ConfigError, match="batch_size 32 is not divisible by gradient_accumulation_steps 4 x processes 16"):
+    assert (
+        micro_batch_size(2, 16, 8, "per_device") == 2
+        and global_batch_size(2, 16, 8, "per_device") == 256
+    )  # AmberChat
+    with pytest.raises(
+        ConfigError,
+        match="batch_size 32 is not divisible by gradient_accumulation_steps 4 x processes 16",
+    ):
         micro_batch_size(32, 4, 16)
 
 
@@ -161,7 +266,10 @@ def test_an_impossible_split_stops_before_training(pipeline, tmp_path):
     cmd = command("sft", pipeline, tmp_path, 2, 3)  # 8 examples over 3 x 2 micro-batches
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "batch_size 8 is not divisible by gradient_accumulation_steps 3 x processes 2" in result.stderr
+    assert (
+        "batch_size 8 is not divisible by gradient_accumulation_steps 3 x processes 2"
+        in result.stderr
+    )
     assert not (tmp_path / "state").exists()
 
 
@@ -169,8 +277,11 @@ def test_launch_prefixes():
     assert launch_prefix(1) == "python"
     assert launch_prefix(8) == "python -m torch.distributed.run --nproc-per-node 8 --standalone"
     multi = launch_prefix(8, 4, 64, "apptainer exec --nv image.sif")
-    assert multi.startswith("srun --nodes 4 --ntasks-per-node 1 --cpus-per-task 64 --kill-on-bad-exit=1 "
-                            "apptainer exec --nv image.sif python -m torch.distributed.run --nproc-per-node 8 --nnodes 4")
+    assert multi.startswith(
+        "srun --nodes 4 --ntasks-per-node 1 --cpus-per-task 64 --kill-on-bad-exit=1 "
+        "apptainer exec --nv image.sif python -m torch.distributed.run "
+        "--nproc-per-node 8 --nnodes 4"
+    )
     assert '--rdzv-id "$SLURM_JOB_ID"' in multi and "--rdzv-backend c10d" in multi
     assert '--rdzv-endpoint "$(hostname):29500"' in multi
     with pytest.raises(ValueError, match="need at least one process"):
@@ -179,9 +290,21 @@ def test_launch_prefixes():
 
 def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):
     """The switches run sharded: bf16 compute (float32 master weights and reductions) starts within
-    bf16 rounding of the float32 run and trains, and the saved checkpoint is float32 as the recipe's policy."""
-    run(command("sft", pipeline, tmp_path, 2, 1, extra=["--precision", "bf16", "--gradient-checkpointing"]))
+    bf16 rounding of the float32 run and trains, and the saved checkpoint is float32 as the recipe's
+    policy."""
+    run(
+        command(
+            "sft",
+            pipeline,
+            tmp_path,
+            2,
+            1,
+            extra=["--precision", "bf16", "--gradient-checkpointing"],
+        )
+    )
     bf16, fp32 = losses(tmp_path), losses(runs("sft", 2, 1))
     assert bf16[0] == pytest.approx(fp32[0], rel=1e-3)  # same weights, bf16 rounding only
-    assert len(bf16) == 8 and bf16[-1] < bf16[0]  # later steps follow their own (rounded) trajectory
+    assert (
+        len(bf16) == 8 and bf16[-1] < bf16[0]
+    )  # later steps follow their own (rounded) trajectory
     assert {tensor.dtype for tensor in weights(tmp_path).values()} == {torch.float32}

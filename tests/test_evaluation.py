@@ -10,27 +10,54 @@ import sys
 import polars as pl
 import pytest
 import torch
+from conftest import snakemake_env
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from amber_repro.base_model import train_tokenizer
-from conftest import snakemake_env
 
 EVAL = "results/ambersafe/eval.json"
 
 
 def test_eval_json_has_the_documented_stable_keys(pipeline):
     report = json.loads((pipeline.path / EVAL).read_text())
-    assert set(report) == {"schema_version", "models", "dpo_rewards", "versions", "config", "inputs", "timing", "command"}
+    assert set(report) == {
+        "schema_version",
+        "models",
+        "dpo_rewards",
+        "versions",
+        "config",
+        "inputs",
+        "timing",
+        "command",
+    }
     assert report["schema_version"] == 1
     assert set(report["models"]) == {"base", "sft", "dpo"}
-    for name, entry in report["models"].items():
+    for _name, entry in report["models"].items():
         task = entry["tasks"]["saferlhf_preference"]
-        assert {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "num_fewshot", "samples"} <= set(task)
-        assert 0.0 <= task["acc"] <= 1.0 and task["samples"] == pl.read_parquet(
-            pipeline.path / "results/ambersafe/data/pairs-test.parquet").height
+        assert {
+            "acc",
+            "acc_stderr",
+            "acc_norm",
+            "acc_norm_stderr",
+            "num_fewshot",
+            "samples",
+        } <= set(task)
+        assert (
+            0.0 <= task["acc"] <= 1.0
+            and task["samples"]
+            == pl.read_parquet(pipeline.path / "results/ambersafe/data/pairs-test.parquet").height
+        )
         assert entry["weights_sha256"]["model.safetensors"]
-    assert set(report["dpo_rewards"]) >= {"rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"}
-    assert report["versions"]["lm_eval"] == "0.4.13" and report["versions"]["tasks"]["saferlhf_preference"] == 1.0
+    assert set(report["dpo_rewards"]) >= {
+        "rewards/accuracies",
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+    }
+    assert (
+        report["versions"]["lm_eval"] == "0.4.13"
+        and report["versions"]["tasks"]["saferlhf_preference"] == 1.0
+    )
     assert report["config"]["beta"] == pipeline.config["dpo"]["beta"]
 
 
@@ -66,12 +93,22 @@ def test_the_report_has_the_training_curves_and_the_eval_table(pipeline):
 
 def unigram_model(tokenizer, favoured: set[int], disfavoured: set[int], path):
     """A LLaMA whose next-token distribution ignores its input: every position sees the same hidden
-    state (identical embeddings, attention and MLP outputs zeroed), so lm_head alone sets the logits."""
+    state (identical embeddings, attention and MLP outputs zeroed), so lm_head alone sets the
+    logits."""
     torch.manual_seed(0)
     hidden = 16
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     logits = torch.zeros(len(tokenizer))
     logits[list(favoured)] = 5.0
     logits[list(disfavoured)] = -5.0
@@ -87,8 +124,14 @@ def unigram_model(tokenizer, favoured: set[int], disfavoured: set[int], path):
 
 def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_its_mirror(tmp_path):
     prompts = [f"Question {i}: may I do the bad thing?" for i in range(12)]
-    pairs = pl.DataFrame({"source_row": list(range(12)), "prompt": prompts,
-                          "chosen": ["safe safe safe"] * 12, "rejected": ["harm harm harm"] * 12})
+    pairs = pl.DataFrame(
+        {
+            "source_row": list(range(12)),
+            "prompt": prompts,
+            "chosen": ["safe safe safe"] * 12,
+            "rejected": ["harm harm harm"] * 12,
+        }
+    )
     pairs.write_parquet(tmp_path / "pairs.parquet")
     tokenizer = train_tokenizer(prompts + ["safe safe safe", "harm harm harm"] * 10, vocab_size=300)
     safe_ids = set(tokenizer("safe safe safe", add_special_tokens=False)["input_ids"])
@@ -97,10 +140,27 @@ def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_it
     unigram_model(tokenizer, safe_ids, harm_ids, tmp_path / "prefers_safe")
     unigram_model(tokenizer, harm_ids, safe_ids, tmp_path / "prefers_harm")
     result = subprocess.run(
-        [sys.executable, "-m", "amber_repro", "eval", "--model", f"good={tmp_path / 'prefers_safe'}",
-         "--model", f"mirror={tmp_path / 'prefers_harm'}", "--pairs", str(tmp_path / "pairs.parquet"),
-         "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "eval.json")],
-        capture_output=True, text=True, env=snakemake_env(), timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "amber_repro",
+            "eval",
+            "--model",
+            f"good={tmp_path / 'prefers_safe'}",
+            "--model",
+            f"mirror={tmp_path / 'prefers_harm'}",
+            "--pairs",
+            str(tmp_path / "pairs.parquet"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=snakemake_env(),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["models"]["good"]["tasks"]["saferlhf_preference"]["acc"] == pytest.approx(1.0)

@@ -1,4 +1,5 @@
-"""The filter's semantics (the original get_saferlhf) on hand-written rows, and its bad-input errors."""
+"""The filter's semantics (the original get_saferlhf) on hand-written rows, and its bad-input
+errors."""
 
 from __future__ import annotations
 
@@ -15,21 +16,28 @@ from amber_repro.synthetic import V0_SCHEMA
 
 # (prompt, response_0, response_1, is_response_0_safe, is_response_1_safe)
 TRICKY_ROWS = [
-    ("A", "a safe 1", "a unsafe 1", True, False),   # 0 kept, index 0 safe
-    ("B", "b safe", "b safe too", True, True),      # 1 both safe: dropped
-    ("C", "c bad", "c bad too", False, False),      # 2 both unsafe: dropped
-    ("A", "a unsafe 2", "a safe 2", False, True),   # 3 kept, index 1 safe (duplicate prompt)
-    ("D", "d unsafe", "d safe", False, True),       # 4 kept
-    ("A", "a safe 3", "a unsafe 3", True, False),   # 5 kept: last kept row for A wins the SFT target
-    ("A", "a safe 4", "a safe 5", True, True),      # 6 both safe: dropped, so it must NOT win
-    ("é ü 中文 🙂", "no", "nein", False, True),     # 7 kept, non-ASCII survives byte for byte
+    ("A", "a safe 1", "a unsafe 1", True, False),  # 0 kept, index 0 safe
+    ("B", "b safe", "b safe too", True, True),  # 1 both safe: dropped
+    ("C", "c bad", "c bad too", False, False),  # 2 both unsafe: dropped
+    ("A", "a unsafe 2", "a safe 2", False, True),  # 3 kept, index 1 safe (duplicate prompt)
+    ("D", "d unsafe", "d safe", False, True),  # 4 kept
+    ("A", "a safe 3", "a unsafe 3", True, False),  # 5 kept: last kept row for A wins the SFT target
+    ("A", "a safe 4", "a safe 5", True, True),  # 6 both safe: dropped, so it must NOT win
+    ("é ü 中文 🙂", "no", "nein", False, True),  # 7 kept, non-ASCII survives byte for byte
 ]
 
 
 def raw_frame(rows) -> pl.DataFrame:
     records = [
-        dict(prompt=p, response_0=r0, response_1=r1, is_response_0_safe=s0, is_response_1_safe=s1,
-             better_response_id=0, safer_response_id=0)
+        dict(
+            prompt=p,
+            response_0=r0,
+            response_1=r1,
+            is_response_0_safe=s0,
+            is_response_1_safe=s1,
+            better_response_id=0,
+            safer_response_id=0,
+        )
         for p, r0, r1, s0, s1 in rows
     ]
     return pl.DataFrame(records, schema=V0_SCHEMA)
@@ -37,7 +45,9 @@ def raw_frame(rows) -> pl.DataFrame:
 
 def write_raw(raw_dir: Path, frames: dict[str, pl.DataFrame]) -> list[Path]:
     raw_dir.mkdir(parents=True, exist_ok=True)
-    write_json(raw_dir / "source.json", {"kind": "test", "dataset": "hand-written", "revision": "r1"})
+    write_json(
+        raw_dir / "source.json", {"kind": "test", "dataset": "hand-written", "revision": "r1"}
+    )
     paths = []
     for split, frame in frames.items():
         frame.write_parquet(raw_dir / f"{split}.parquet")
@@ -70,12 +80,18 @@ def test_pairs_follow_the_original_semantics(tmp_path):
 def test_sft_target_is_the_chosen_response_of_the_last_kept_row(tmp_path):
     filter_dir(tmp_path, {"train": raw_frame(TRICKY_ROWS)})
     sft = pl.read_parquet(tmp_path / "out" / "sft-train.parquet")
-    assert sft.select("prompt", "response").rows() == [("A", "a safe 3"), ("D", "d safe"), ("é ü 中文 🙂", "nein")]
+    assert sft.select("prompt", "response").rows() == [
+        ("A", "a safe 3"),
+        ("D", "d safe"),
+        ("é ü 中文 🙂", "nein"),
+    ]
     assert sft["source_row"].to_list() == [5, 4, 7]
 
 
 def test_manifest_records_revision_and_hashes_of_every_file(tmp_path):
-    manifest = filter_dir(tmp_path, {"train": raw_frame(TRICKY_ROWS), "test": raw_frame(TRICKY_ROWS[:4])})
+    manifest = filter_dir(
+        tmp_path, {"train": raw_frame(TRICKY_ROWS), "test": raw_frame(TRICKY_ROWS[:4])}
+    )
     assert manifest["source"]["revision"] == "r1"
     assert set(manifest["splits"]) == {"train", "test"}
     for path, digest in {**manifest["inputs"], **manifest["outputs"]}.items():
@@ -96,13 +112,22 @@ def test_a_null_value_is_fatal_by_default_naming_file_row_and_column(tmp_path, c
 
 def test_drop_mode_drops_malformed_rows_and_counts_them_by_reason(tmp_path):
     frame = raw_frame(TRICKY_ROWS).with_columns(
-        pl.when(pl.int_range(pl.len()).is_in([0, 4])).then(None).otherwise(pl.col("prompt")).alias("prompt"),
-        pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("response_1")).alias("response_1"),
+        pl.when(pl.int_range(pl.len()).is_in([0, 4]))
+        .then(None)
+        .otherwise(pl.col("prompt"))
+        .alias("prompt"),
+        pl.when(pl.int_range(pl.len()) == 5)
+        .then(None)
+        .otherwise(pl.col("response_1"))
+        .alias("response_1"),
     )
     manifest = filter_dir(tmp_path, {"train": frame}, on_malformed="drop")
     counts = manifest["splits"]["train"]
     assert counts["rows_dropped"] == {
-        "both_safe": 2, "both_unsafe": 1, "malformed: null prompt": 2, "malformed: null response_1": 1,
+        "both_safe": 2,
+        "both_unsafe": 1,
+        "malformed: null prompt": 2,
+        "malformed: null response_1": 1,
     }
     assert counts["rows_read"] == 8 and counts["rows_kept"] == 2
     assert sum(counts["rows_dropped"].values()) + counts["rows_kept"] == counts["rows_read"]
@@ -115,9 +140,15 @@ def test_missing_column_is_named(tmp_path):
 
 def test_non_boolean_safety_label_names_row_and_column(tmp_path):
     frame = raw_frame(TRICKY_ROWS).with_columns(
-        pl.col("is_response_0_safe").cast(pl.String).replace({"true": "yes"}).alias("is_response_0_safe")
+        pl.col("is_response_0_safe")
+        .cast(pl.String)
+        .replace({"true": "yes"})
+        .alias("is_response_0_safe")
     )
-    with pytest.raises(DataError, match=r"row 0, column is_response_0_safe: non-boolean safety label expected, got 'yes'"):
+    with pytest.raises(
+        DataError,
+        match=r"row 0, column is_response_0_safe: non-boolean safety label expected, got 'yes'",
+    ):
         filter_dir(tmp_path, {"train": frame})
 
 
@@ -149,9 +180,20 @@ def test_a_bad_split_leaves_earlier_outputs_untouched(tmp_path):
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
     paths = write_raw(tmp_path / "raw", {"train": raw_frame(TRICKY_ROWS).drop("prompt")})
     result = subprocess.run(
-        [sys.executable, "-m", "amber_repro", "filter", "--raw", *map(str, paths),
-         "--source", str(tmp_path / "raw" / "source.json"), "--out-dir", str(tmp_path / "out")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "amber_repro",
+            "filter",
+            "--raw",
+            *map(str, paths),
+            "--source",
+            str(tmp_path / "raw" / "source.json"),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "missing column(s) prompt" in result.stderr and "Traceback" not in result.stderr

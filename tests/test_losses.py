@@ -58,7 +58,9 @@ def test_reward_metrics():
     metrics = reward_metrics(chosen, rejected)
     assert metrics["rewards/accuracies"] == pytest.approx(2 / 3)
     assert metrics["rewards/margins"] == pytest.approx((0.4 - 0.4 + 0.6) / 3)
-    assert metrics["rewards/chosen"] == pytest.approx(0.2) and metrics["rewards/rejected"] == pytest.approx(0.0)
+    assert metrics["rewards/chosen"] == pytest.approx(0.2) and metrics[
+        "rewards/rejected"
+    ] == pytest.approx(0.0)
 
 
 def test_dpo_gradient_raises_chosen_and_lowers_rejected():
@@ -71,13 +73,21 @@ def test_dpo_gradient_raises_chosen_and_lowers_rejected():
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config).eval()
 
 
 def slow_logps(model, input_ids: list[int], labels: list[int]) -> float:
-    """One forward pass per labelled token on the unpadded prefix: the definition, nothing clever."""
+    """One forward pass per labelled token on the unpadded prefix: the definition, nothing
+    clever."""
     total = 0.0
     for t in range(1, len(input_ids)):
         if labels[t] == IGNORE_INDEX:
@@ -93,14 +103,20 @@ def test_sequence_logps_matches_a_per_token_reference_on_a_padded_batch(tiny_mod
     sequences = []
     for prompt_len, response_len in [(3, 4), (6, 2), (1, 7)]:
         ids = torch.randint(3, 50, (prompt_len + response_len,), generator=generator).tolist()
-        sequences.append({"input_ids": ids, "labels": [IGNORE_INDEX] * prompt_len + ids[prompt_len:]})
+        sequences.append(
+            {"input_ids": ids, "labels": [IGNORE_INDEX] * prompt_len + ids[prompt_len:]}
+        )
     batch = collate(sequences, pad_token_id=0)
     with torch.no_grad():
-        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = tiny_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
     fast = sequence_logps(logits, batch["labels"])
     assert fast.shape == (3,)
     for row, s in enumerate(sequences):
-        assert fast[row].item() == pytest.approx(slow_logps(tiny_model, s["input_ids"], s["labels"]), abs=1e-4)
+        assert fast[row].item() == pytest.approx(
+            slow_logps(tiny_model, s["input_ids"], s["labels"]), abs=1e-4
+        )
     assert sft_loss(fast).item() == pytest.approx(-fast.mean().item())
 
 

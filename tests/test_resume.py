@@ -1,5 +1,5 @@
-"""Interrupted training: SIGKILL and resume gives the same weights; SIGTERM saves and exits non-zero;
-a NaN loss stops with the step named and keeps the last good checkpoint."""
+"""Interrupted training: SIGKILL and resume gives the same weights; SIGTERM saves and exits
+non-zero; a NaN loss stops with the step named and keeps the last good checkpoint."""
 
 from __future__ import annotations
 
@@ -17,23 +17,74 @@ from safetensors.torch import load_file
 
 from amber_repro.errors import NonFiniteLossError
 
-COMMON = ["--max-length", "128", "--max-prompt-length", "64", "--warmup-steps", "3", "--lr", "1e-3",
-          "--checkpoint-every", "4", "--gradient-accumulation-steps", "2"]
+COMMON = [
+    "--max-length",
+    "128",
+    "--max-prompt-length",
+    "64",
+    "--warmup-steps",
+    "3",
+    "--lr",
+    "1e-3",
+    "--checkpoint-every",
+    "4",
+    "--gradient-accumulation-steps",
+    "2",
+]
 
 
 def stage_command(stage: str, pipeline, out: Path) -> list[str]:
     root = pipeline.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
-        args = ["sft", "--data", data / "sft-train.parquet", "--model", root / "base_model",
-                "--batch-size", "8", "--n-epochs", "2"]
+        args = [
+            "sft",
+            "--data",
+            data / "sft-train.parquet",
+            "--model",
+            root / "base_model",
+            "--batch-size",
+            "8",
+            "--n-epochs",
+            "2",
+        ]
     else:
-        args = ["dpo", "--model", root / "ambersafe/sft", "--pairs", data / "pairs-train.parquet",
-                "--ref-logps", root / "ambersafe/ref_logps/train.parquet", "--eval-pairs", data / "pairs-test.parquet",
-                "--eval-ref-logps", root / "ambersafe/ref_logps/test.parquet", "--batch-size", "8",
-                "--n-epochs", "1", "--max-steps", "48", "--eval-every", "20", "--eval-examples", "32", "--precision", "float32"]
-    return [sys.executable, "-m", "amber_repro", *map(str, args), *COMMON,
-            "--out-dir", str(out / "model"), "--state-dir", str(out / "state")]
+        args = [
+            "dpo",
+            "--model",
+            root / "ambersafe/sft",
+            "--pairs",
+            data / "pairs-train.parquet",
+            "--ref-logps",
+            root / "ambersafe/ref_logps/train.parquet",
+            "--eval-pairs",
+            data / "pairs-test.parquet",
+            "--eval-ref-logps",
+            root / "ambersafe/ref_logps/test.parquet",
+            "--batch-size",
+            "8",
+            "--n-epochs",
+            "1",
+            "--max-steps",
+            "48",
+            "--eval-every",
+            "20",
+            "--eval-examples",
+            "32",
+            "--precision",
+            "float32",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "amber_repro",
+        *map(str, args),
+        *COMMON,
+        "--out-dir",
+        str(out / "model"),
+        "--state-dir",
+        str(out / "state"),
+    ]
 
 
 def run_env() -> dict[str, str]:
@@ -46,11 +97,17 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-def start_and_signal_after_first_checkpoint(command: list[str], state: Path, signum: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env())
+def start_and_signal_after_first_checkpoint(
+    command: list[str], state: Path, signum: int
+) -> subprocess.Popen:
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env()
+    )
     deadline = time.monotonic() + 300
     while not (state / "checkpoint" / "trainer_state.pt").exists():
-        assert process.poll() is None, f"finished before its first checkpoint: {process.communicate()[1]}"
+        assert process.poll() is None, (
+            f"finished before its first checkpoint: {process.communicate()[1]}"
+        )
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.01)
     process.send_signal(signum)
@@ -78,7 +135,9 @@ def uninterrupted(pipeline, tmp_path_factory):
 
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
-def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(stage, uninterrupted, pipeline, tmp_path):
+def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(
+    stage, uninterrupted, pipeline, tmp_path
+):
     reference = uninterrupted(stage)
     command = stage_command(stage, pipeline, tmp_path)
     killed = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
@@ -90,8 +149,10 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(stage, u
     assert step >= 4
     assert same_weights(tmp_path / "model", reference / "model")
     # The resumed run's log has every step exactly once.
-    steps = [int(line.split('"step": ')[1].split(",")[0].rstrip("}")) for line in
-             (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0].rstrip("}"))
+        for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(1, len(steps) + 1))
 
 
@@ -116,7 +177,9 @@ def test_changed_settings_do_not_resume_another_runs_checkpoint(pipeline, tmp_pa
     assert "ignoring checkpoint" in result.stdout and "resuming from" not in result.stdout
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pipeline, tmp_path, monkeypatch):
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    pipeline, tmp_path, monkeypatch
+):
     from amber_repro import __main__ as cli
     from amber_repro import sft
 
@@ -126,7 +189,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pipel
     def loss_turning_nan(logps):
         calls["n"] += 1
         loss = real_loss(logps)
-        return loss * float("nan") if calls["n"] > 10 else loss  # 2 micro-batches a step: step 6 is NaN
+        return (
+            loss * float("nan") if calls["n"] > 10 else loss
+        )  # 2 micro-batches a step: step 6 is NaN
 
     monkeypatch.setattr(sft, "sft_loss", loss_turning_nan)
     argv = [str(a) for a in stage_command("sft", pipeline, tmp_path)[3:]]

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import Workdir
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
@@ -46,7 +45,10 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
     for rule in GPU_RULES:
         call = calls[rule]
         assert f"--gpus={resources[rule]['gpus']}" in call, call
-        assert f"--mem {resources[rule]['mem_mb']}" in call and f"-t {resources[rule]['runtime_min']}" in call, call
+        assert (
+            f"--mem {resources[rule]['mem_mb']}" in call
+            and f"-t {resources[rule]['runtime_min']}" in call
+        ), call
         assert f"--cpus-per-task={resources[rule]['cpus']}" in call, call
     assert "--signal=TERM@600" in calls["sft"] and "--signal=TERM@600" in calls["dpo"]
     assert "--gpus" not in calls["filter_pairs"] and "--mem 500" in calls["filter_pairs"]
@@ -56,10 +58,17 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
         text = (workdir.path / f"results/logs/{log}.log").read_text()
         assert re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", text), text[:500]
     # GPU rules ran in the configured image with the GPUs exposed (--nv), through the profile.
-    calls = [json.loads(line)["argv"] for line in (workdir.path / "apptainer-calls.jsonl").read_text().splitlines()]
+    calls = [
+        json.loads(line)["argv"]
+        for line in (workdir.path / "apptainer-calls.jsonl").read_text().splitlines()
+    ]
     executed = [argv for argv in calls if "exec" in argv]
-    assert len(executed) == 6 and all("--nv" in argv for argv in executed)  # sft, ref_logps x2, dpo, evaluate, generate
-    assert all(any(a.endswith(workdir.config["container"]["image"]) for a in argv) for argv in executed)
+    assert len(executed) == 6 and all(
+        "--nv" in argv for argv in executed
+    )  # sft, ref_logps x2, dpo, evaluate, generate
+    assert all(
+        any(a.endswith(workdir.config["container"]["image"]) for a in argv) for argv in executed
+    )
     # One SLURM log per job, kept in a predictable place.
     assert list((workdir.path / "results/logs/slurm/rule_sft").rglob("*.log"))
 
@@ -71,9 +80,16 @@ def test_a_job_cancelled_with_scancel_fails_and_its_retry_completes(workdir, clu
         while job_id is None:
             assert run.poll() is None, run.stdout.read()[-4000:]
             assert time.monotonic() < deadline, "the sft job never started"
-            queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True,
-                                   env=cluster.env, timeout=30).stdout
-            job_id = next((line.split()[0] for line in queue.splitlines() if "rule_sft" in line), None)
+            queue = subprocess.run(
+                ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"],
+                capture_output=True,
+                text=True,
+                env=cluster.env,
+                timeout=30,
+            ).stdout
+            job_id = next(
+                (line.split()[0] for line in queue.splitlines() if "rule_sft" in line), None
+            )
             time.sleep(0.5)
         subprocess.run(["scancel", job_id], check=True, env=cluster.env, timeout=30)
         output, _ = run.communicate(timeout=600)
@@ -81,12 +97,15 @@ def test_a_job_cancelled_with_scancel_fails_and_its_retry_completes(workdir, clu
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, output[-6000:]
-    assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", output), output[-6000:]
+    assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", output), output[
+        -6000:
+    ]
     assert (workdir.path / "results/ambersafe/sft/model.safetensors").exists()
 
 
 def test_a_two_process_training_step_runs_inside_one_slurm_job(workdir, cluster):
-    """Issue 7's launcher through the profile: 2 GPUs requested -> torchrun starts 2 processes (gloo on CPU)."""
+    """Issue 7's launcher through the profile: 2 GPUs requested -> torchrun starts 2 processes (gloo
+    on CPU)."""
     original = workdir.config
     config = workdir.config
     config["resources"]["sft"].update(gpus=2, cpus=2)

@@ -1,4 +1,5 @@
-"""The reference's tokenization: no BOS, EOS appended and trained, prompt masked, keep-start truncation."""
+"""The reference's tokenization: no BOS, EOS appended and trained, prompt masked, keep-start
+truncation."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ import torch
 
 from amber_repro.base_model import train_tokenizer
 from amber_repro.pairs import concatenated_logps
-from amber_repro.tokenization import IGNORE_INDEX, Limits, collate, tokenize_pair, tokenize_sft, truncate
+from amber_repro.tokenization import (
+    IGNORE_INDEX,
+    Limits,
+    collate,
+    tokenize_pair,
+    tokenize_sft,
+    truncate,
+)
 
 EOS = 99
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    texts = ["How do I pick a lock?", "I'm sorry, but I can't help with that.", "Sure! First get tools.",
-             "请告诉我 ¿Me puedes ayudar? 🙏"] * 20
+    texts = [
+        "How do I pick a lock?",
+        "I'm sorry, but I can't help with that.",
+        "Sure! First get tools.",
+        "请告诉我 ¿Me puedes ayudar? 🙏",
+    ] * 20
     return train_tokenizer(texts, vocab_size=300)
 
 
@@ -31,8 +43,11 @@ def test_long_prompt_keeps_its_start_first():
 
 
 def test_long_response_is_cut_to_max_length_minus_max_prompt_length():
-    # 8 + 9 > 10 -> prompt to 5; 5 + 9 > 10 -> responses to 10 - 5 = 5 tokens (EOS may be cut, as in the reference).
-    prompt, responses = truncate(list(range(8)), [list(range(20, 28)) + [EOS], [30, EOS]], Limits(10, 5))
+    # 8 + 9 > 10 -> prompt to 5; 5 + 9 > 10 -> responses to 10 - 5 = 5 tokens (EOS may be cut, as in
+    # the reference).
+    prompt, responses = truncate(
+        list(range(8)), [[*list(range(20, 28)), EOS], [30, EOS]], Limits(10, 5)
+    )
     assert prompt == [0, 1, 2, 3, 4]
     assert responses == [[20, 21, 22, 23, 24], [30, EOS]]
 
@@ -52,7 +67,9 @@ def test_pair_labels_mask_the_prompt_and_train_response_and_eos(tokenizer):
     prompt_ids = tokenizer("How do I pick a lock?", add_special_tokens=False)["input_ids"]
     for key, text in (("chosen", "I'm sorry."), ("rejected", "Sure!")):
         seq = pair[key]
-        response_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        response_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
         assert seq["input_ids"] == prompt_ids + response_ids  # no BOS, no template
         assert seq["labels"] == [IGNORE_INDEX] * len(prompt_ids) + response_ids
         assert seq["labels"][-1] == tokenizer.eos_token_id
@@ -61,8 +78,14 @@ def test_pair_labels_mask_the_prompt_and_train_response_and_eos(tokenizer):
 
 def test_sft_example_is_the_pair_of_its_target_with_itself(tokenizer):
     limits = Limits(12, 6)
-    prompt, response = "请告诉我 ¿Me puedes ayudar? 🙏 " * 3, "I'm sorry, but I can't help with that."
-    assert tokenize_sft(tokenizer, prompt, response, limits) == tokenize_pair(tokenizer, prompt, response, response, limits)["chosen"]
+    prompt, response = (
+        "请告诉我 ¿Me puedes ayudar? 🙏 " * 3,
+        "I'm sorry, but I can't help with that.",
+    )
+    assert (
+        tokenize_sft(tokenizer, prompt, response, limits)
+        == tokenize_pair(tokenizer, prompt, response, response, limits)["chosen"]
+    )
     assert len(tokenize_sft(tokenizer, prompt, response, limits)["input_ids"]) <= 12
 
 
@@ -72,7 +95,13 @@ def test_text_containing_eos_is_refused(tokenizer):
 
 
 def test_collate_right_pads_and_masks_padding():
-    batch = collate([{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_token_id=0)
+    batch = collate(
+        [
+            {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
+            {"input_ids": [8], "labels": [8]},
+        ],
+        pad_token_id=0,
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
@@ -82,12 +111,34 @@ def test_concatenated_forward_equals_separate_forwards(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4)).eval()
-    pairs = [tokenize_pair(tokenizer, "How do I pick a lock?", "I'm sorry, but I can't help with that.", "Sure!", Limits(64, 32)),
-             tokenize_pair(tokenizer, "¿Me puedes ayudar?", "No.", "Sure! First get tools.", Limits(64, 32))]
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        )
+    ).eval()
+    pairs = [
+        tokenize_pair(
+            tokenizer,
+            "How do I pick a lock?",
+            "I'm sorry, but I can't help with that.",
+            "Sure!",
+            Limits(64, 32),
+        ),
+        tokenize_pair(
+            tokenizer, "¿Me puedes ayudar?", "No.", "Sure! First get tools.", Limits(64, 32)
+        ),
+    ]
     with torch.no_grad():
-        chosen, rejected = concatenated_logps(model, pairs, tokenizer.pad_token_id, torch.device("cpu"))
-        alone_c, _ = concatenated_logps(model, pairs[:1], tokenizer.pad_token_id, torch.device("cpu"))
+        chosen, rejected = concatenated_logps(
+            model, pairs, tokenizer.pad_token_id, torch.device("cpu")
+        )
+        alone_c, _ = concatenated_logps(
+            model, pairs[:1], tokenizer.pad_token_id, torch.device("cpu")
+        )
     assert chosen.shape == rejected.shape == (2,)
     assert chosen[0].item() == pytest.approx(alone_c[0].item(), abs=1e-4)

@@ -39,12 +39,23 @@ def test_sft_logs_per_step_metrics_and_tensorboard(pipeline):
 def test_dpo_logs_the_reference_metrics_and_learns_the_held_out_preference(pipeline):
     dpo = pipeline.path / "results/ambersafe/dpo"
     rows = [json.loads(line) for line in (dpo / "metrics.jsonl").read_text().splitlines()]
-    expected = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                "logps/chosen", "logps/rejected", "grad_norm", "lr"}
+    expected = {
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "grad_norm",
+        "lr",
+    }
     assert expected <= set(rows[0])
     evals = [r for r in rows if "eval/rewards/accuracies" in r]
     assert len(evals) >= 2
-    assert {f"eval/{k}" for k in ("loss", "rewards/accuracies", "rewards/margins")} <= set(evals[-1])
+    assert {f"eval/{k}" for k in ("loss", "rewards/accuracies", "rewards/margins")} <= set(
+        evals[-1]
+    )
     assert evals[-1]["eval/rewards/accuracies"] > 0.8
     assert evals[-1]["eval/rewards/margins"] > 0
 
@@ -54,7 +65,10 @@ def test_reference_logps_cover_every_pair_once(pipeline):
         pairs = pl.read_parquet(pipeline.path / f"results/ambersafe/data/pairs-{split}.parquet")
         ref = pl.read_parquet(pipeline.path / f"results/ambersafe/ref_logps/{split}.parquet")
         assert ref["source_row"].to_list() == pairs["source_row"].to_list()
-        assert ref["reference_chosen_logps"].is_finite().all() and (ref["reference_chosen_logps"] < 0).all()
+        assert (
+            ref["reference_chosen_logps"].is_finite().all()
+            and (ref["reference_chosen_logps"] < 0).all()
+        )
 
 
 def test_finished_runs_leave_no_resumable_state(pipeline):
