@@ -11,8 +11,9 @@ SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 
 .PHONY: run test lint lock system-packages
 
+# rule all: eval.json, generations, the report and the provenance crate (results/ro-crate-metadata.json).
 run: $(VENV)/.installed
-	snakemake --cores $(CORES) results/ambersafe/eval.json
+	snakemake --cores $(CORES)
 
 test: $(VENV)/.installed system-packages
 	python -m pytest -q

@@ -19,6 +19,7 @@ include: "rules/ref_logps.smk"
 include: "rules/dpo.smk"
 include: "rules/eval.smk"
 include: "rules/container.smk"
+include: "rules/provenance.smk"
 
 
 rule all:

@@ -79,6 +79,12 @@ STAGES = {
         "main",
         "training curves and the eval table for the report",
     ),
+    "crate": (
+        "amber_repro.crate",
+        "add_arguments",
+        "main",
+        "the run's Workflow Run RO-Crate: results/ro-crate-metadata.json",
+    ),
     "settings": (
         "amber_repro.configuration",
         "add_arguments",

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from amber_repro.configuration import add_settings_arguments
-from amber_repro.provenance import software_versions, write_json
+from amber_repro.provenance import command_line, run_context, software_versions, write_json
 from amber_repro.settings import HubDataset, HubModel
 
 
@@ -46,6 +46,8 @@ def download_dataset(dataset: str, revision: str, splits: dict[str, str], out_di
         "splits": splits,
         "rows": counts,
         "software": software_versions(),
+        "command": command_line(),
+        "run": run_context(),
     }
     write_json(out_dir / "source.json", source)
     return source
@@ -70,6 +72,8 @@ def download_model(name: str, revision: str, out_dir: Path) -> Path:
             "revision": revision,
             "commit": commit,
             "software": software_versions(),
+            "command": command_line(),
+            "run": run_context(),
         },
     )
     return out_dir

@@ -117,6 +117,7 @@ def evaluate(model, reference_model, pairs, ref, pad_id, args, device) -> dict[s
 
 
 def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
     procs = T.processes()
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     tokenizer = T.load_tokenizer(args.model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amber_repro.provenance import software_versions, write_json
+from amber_repro.provenance import run_context, software_versions, write_json
 
 
 def prepare(task_names: list[str]) -> dict:
@@ -35,5 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     names = sorted({item.partition(":")[0] for item in args.task})
     versions = prepare(names) if names else {}
-    write_json(args.out, {"tasks": names, "versions": versions, "software": software_versions()})
+    record = {"tasks": names, "versions": versions, "software": software_versions()}
+    write_json(args.out, {**record, "run": run_context()})
     print(f"cached datasets for {len(names)} lm-eval task(s): {', '.join(names) or 'none'}")

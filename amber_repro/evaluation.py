@@ -9,6 +9,7 @@ eval.json (schema_version 1):
                loss_type}
   versions.{lm_eval, tasks.<task>, software}
   config                                       the evaluation settings that produced the file
+  run                                          commit, dirty flag, config and lock hashes
   timing                                       the only part that changes between identical runs
 """
 
@@ -25,8 +26,14 @@ from amber_repro import training as T
 from amber_repro.configuration import add_settings_arguments
 from amber_repro.losses import preference_loss, reward_metrics
 from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
-from amber_repro.provenance import command_line, sha256_file, software_versions, write_json
-from amber_repro.settings import DPOSettings, EvalSettings, Tokenization
+from amber_repro.provenance import (
+    command_line,
+    run_context,
+    sha256_file,
+    software_versions,
+    write_json,
+)
+from amber_repro.settings import DPOSettings, EvalSettings, Reproducibility, Tokenization
 
 SAFETY_TASK = "saferlhf_preference"
 
@@ -175,6 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         (EvalSettings, ("batch_size", "limit", "bootstrap_iters")),
         (DPOSettings, ("beta", "loss")),
         Tokenization,
+        Reproducibility,
     )
     parser.add_argument(
         "--work-dir", type=Path, required=True, help="scratch space (the safety task's documents)"
@@ -183,6 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
     started = time.perf_counter()
     models = dict(item.split("=", 1) for item in args.model)
     tasks = [(safety_task_config(args.pairs, args.work_dir), 0), *map(parse_task, args.task)]
@@ -218,6 +227,7 @@ def main(args: argparse.Namespace) -> None:
         if k not in {"out", "work_dir", "stage"}
     }
     report["config"] = settings
+    report["run"] = run_context()
     report["inputs"] = {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps) if p}
     report["timing"] = {
         "seconds_per_model": seconds,

@@ -14,6 +14,7 @@ from huggingface_hub.utils import validate_repo_id
 from amber_repro.provenance import (
     atomic_path,
     command_line,
+    run_context,
     sha256_file,
     software_versions,
     write_json,
@@ -125,6 +126,7 @@ def write_model_dir(
                 **record,
                 "weights_sha256": weights,
                 "software": software_versions(),
+                "run": run_context(),
                 "command": command_line(),
             },
         )

@@ -20,7 +20,9 @@ from amber_repro.configuration import add_settings_arguments
 from amber_repro.errors import DataError
 from amber_repro.provenance import (
     atomic_path,
+    command_line,
     read_json,
+    run_context,
     sha256_file,
     software_versions,
     write_json,
@@ -148,6 +150,8 @@ def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malfo
         "inputs": {str(source_path): sha256_file(source_path)},
         "outputs": {},
         "software": software_versions(),
+        "command": command_line(),
+        "run": run_context(),
     }
     for split, (raw_path, pairs, sft, counts) in results.items():
         manifest["inputs"][str(raw_path)] = sha256_file(raw_path)

@@ -11,7 +11,7 @@ import torch
 from amber_repro import training as T
 from amber_repro.configuration import add_settings_arguments
 from amber_repro.provenance import atomic_write_text
-from amber_repro.settings import GenerationSettings
+from amber_repro.settings import GenerationSettings, Reproducibility
 
 
 @torch.no_grad()
@@ -48,11 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="held-out pairs; the first unique prompts are used",
     )
-    add_settings_arguments(parser, GenerationSettings)
+    add_settings_arguments(parser, GenerationSettings, Reproducibility)
     parser.add_argument("--out", type=Path, required=True, help="a Markdown file")
 
 
 def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
     prompts = (
         pl.read_parquet(args.pairs)["prompt"]
         .unique(maintain_order=True)

@@ -9,6 +9,7 @@ import platform
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,14 +28,16 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: str | Path) -> dict[str, str]:
-    """sha256 of every file under a directory (or of the file itself), keyed by relative path."""
-    path = Path(path)
-    if path.is_file():
-        return {path.name: sha256_file(path)}
-    return {
-        str(f.relative_to(path)): sha256_file(f) for f in sorted(path.rglob("*")) if f.is_file()
-    }
+# The files of a save_pretrained folder that decide what the model computes (not its records:
+# the card and amber_repro.json hold timings, TensorBoard files wall times and host names).
+MODEL_FILE_PATTERNS = ("*.safetensors", "config.json", "generation_config.json", "tokenizer*")
+
+
+def sha256_model(folder: str | Path) -> dict[str, str]:
+    """sha256 of a model folder's weights, configs and tokenizer files, keyed by name."""
+    folder = Path(folder)
+    files = {f for pattern in MODEL_FILE_PATTERNS for f in folder.glob(pattern) if f.is_file()}
+    return {f.name: sha256_file(f) for f in sorted(files)}
 
 
 def _temporary_names(path: Path) -> re.Pattern:
@@ -131,3 +134,102 @@ def software_versions() -> dict[str, str]:
 def command_line() -> list[str]:
     """The command that made an output, as typed (argv), for the record."""
     return [Path(sys.executable).name, "-m", "amber_repro", *sys.argv[1:]]
+
+
+# --- which code and config made an output ---------------------------------------------------------
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+# Snakemake computes the run context once (rules/common.smk) and hands it to every job in these
+# variables; a stage run by hand computes it itself.
+RUN_ENV = {
+    "git_commit": "AMBER_REPRO_GIT_COMMIT",
+    "git_dirty": "AMBER_REPRO_GIT_DIRTY",
+    "git_diff_sha256": "AMBER_REPRO_GIT_DIFF_SHA256",
+    "config_sha256": "AMBER_REPRO_CONFIG_SHA256",
+    "lock_sha256": "AMBER_REPRO_LOCK_SHA256",
+}
+
+
+def _git(*args: str, repo: Path) -> bytes | None:
+    try:
+        result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def git_state(repo: Path = REPO_DIR) -> dict:
+    """The commit checked out in `repo`, whether the tree differs from it (untracked files count),
+    and the sha256 of `git diff HEAD` when it does; nulls outside a git checkout."""
+    commit = _git("rev-parse", "HEAD", repo=repo)
+    status = _git("status", "--porcelain", repo=repo)
+    if commit is None or status is None:
+        return {"git_commit": None, "git_dirty": None, "git_diff_sha256": None}
+    dirty = bool(status.strip())
+    diff = _git("diff", "HEAD", "--binary", repo=repo) if dirty else None
+    return {
+        "git_commit": commit.decode().strip(),
+        "git_dirty": dirty,
+        "git_diff_sha256": hashlib.sha256(diff).hexdigest() if diff is not None else None,
+    }
+
+
+def config_sha256(config: dict) -> str:
+    """sha256 of a resolved config as canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def run_context_env(config: dict, repo: Path = REPO_DIR) -> dict[str, str]:
+    """The run context as environment variables, for Snakemake to hand to its jobs."""
+    lock = repo / "requirements.lock"
+    context = {
+        **git_state(repo),
+        "config_sha256": config_sha256(config),
+        "lock_sha256": sha256_file(lock) if lock.is_file() else None,
+    }
+    return {RUN_ENV[key]: json.dumps(value) for key, value in context.items()}
+
+
+def run_context() -> dict:
+    """Which code and settings made an output: git commit, dirty flag, diff hash, config hash, lock
+    hash. Every stage record carries it under "run"."""
+    if RUN_ENV["config_sha256"] in os.environ:
+        return {key: json.loads(os.environ.get(name, "null")) for key, name in RUN_ENV.items()}
+    lock = REPO_DIR / "requirements.lock"
+    return {
+        **git_state(),
+        "config_sha256": None,  # run by hand: the flags in "command" are the settings
+        "lock_sha256": sha256_file(lock) if lock.is_file() else None,
+    }
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def gpu_driver() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+    result = subprocess.run(query, capture_output=True, text=True, check=False)
+    return result.stdout.splitlines()[0].strip() if result.stdout.strip() else None
+
+
+def hardware() -> dict:
+    """CPU model; GPU model, driver and CUDA version when a GPU is present."""
+    found = {"cpu": cpu_model(), "cpus": os.cpu_count(), "gpus": []}
+    try:
+        import torch
+    except ImportError:
+        return found
+    if torch.cuda.is_available():
+        driver = gpu_driver()
+        found["gpus"] = [
+            {"model": torch.cuda.get_device_name(i), "driver": driver, "cuda": torch.version.cuda}
+            for i in range(torch.cuda.device_count())
+        ]
+    return found

@@ -21,12 +21,13 @@ from amber_repro.pairs import concatenated_logps, tokenize_pairs
 from amber_repro.provenance import (
     atomic_path,
     command_line,
+    run_context,
     sha256_file,
-    sha256_tree,
+    sha256_model,
     software_versions,
     write_json,
 )
-from amber_repro.settings import ReferenceSettings, Tokenization
+from amber_repro.settings import ReferenceSettings, Reproducibility, Tokenization
 from amber_repro.tokenization import Limits
 
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="{split}.parquet; a .json record goes beside it"
     )
-    add_settings_arguments(parser, ReferenceSettings, Tokenization)
+    add_settings_arguments(parser, ReferenceSettings, Tokenization, Reproducibility)
 
 
 def shard(n_items: int, rank: int, world_size: int) -> range:
@@ -93,6 +94,7 @@ def compute(
 
 
 def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
     procs = T.processes()
     model = T.load_model(args.model, T.PRECISIONS[args.precision], procs.device).eval()
     model = distributed.shard(model, "float32")
@@ -115,12 +117,13 @@ def main(args: argparse.Namespace) -> None:
                 },
                 "inputs": {
                     str(args.pairs): sha256_file(args.pairs),
-                    str(args.model): sha256_tree(args.model),
+                    str(args.model): sha256_model(args.model),
                 },
                 "outputs": {str(args.out): sha256_file(args.out)},
                 "pairs": result.height,
                 "pairs_per_process": counts,
                 "software": software_versions(),
+                "run": run_context(),
                 "command": command_line(),
             },
         )

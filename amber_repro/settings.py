@@ -203,6 +203,13 @@ class Resources(Section):
     generate: JobResources = _job(1, 8, 64000, 120)
 
 
+class Reproducibility(Section):
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels, no TF32: bitwise repeatable on one GPU model and stack",
+    )
+
+
 class ContainerSettings(Section):
     image: ImageRef = Field(
         "results/containers/amber-repro.sif",
@@ -228,6 +235,9 @@ class Config(Section):
     )
     dpo: DPOSettings = Field(default_factory=DPOSettings, description="preference optimisation")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="evaluation")
+    reproducibility: Reproducibility = Field(
+        default_factory=Reproducibility, description="repeatability of GPU runs"
+    )
     resources: Resources = Field(default_factory=Resources, description="scheduler requests")
     container: ContainerSettings = Field(
         default_factory=ContainerSettings, description="the GPU rules' image"

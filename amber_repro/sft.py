@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
     procs = T.processes()
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     tokenizer = T.load_tokenizer(args.model)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from amber_repro.configuration import add_settings_arguments
-from amber_repro.provenance import software_versions, write_json
+from amber_repro.provenance import command_line, run_context, software_versions, write_json
 from amber_repro.settings import SyntheticData
 
 V0_SCHEMA = {
@@ -176,6 +176,8 @@ def synthesize(out_dir: Path, seed: int, rows: dict[str, int]) -> dict:
         "seed": seed,
         "rows": counts,
         "software": software_versions(),
+        "command": command_line(),
+        "run": run_context(),
     }
     write_json(out_dir / "source.json", source)
     return source

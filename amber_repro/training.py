@@ -19,7 +19,7 @@ import torch
 from amber_repro import distributed
 from amber_repro.configuration import add_settings_arguments
 from amber_repro.errors import ConfigError, NonFiniteLossError, StopRequested
-from amber_repro.settings import Tokenization, Training
+from amber_repro.settings import Reproducibility, Tokenization, Training
 from amber_repro.tokenization import Limits
 
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
@@ -42,7 +42,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, settings: type[Train
         default=None,
         help="stop after this many optimizer steps (smoke runs)",
     )
-    add_settings_arguments(parser, settings, Tokenization)
+    add_settings_arguments(parser, settings, Tokenization, Reproducibility)
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -70,6 +70,21 @@ class Processes:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def set_determinism(enabled: bool) -> None:
+    """Deterministic kernels and no TF32, so that a rerun on the same GPU model and software stack
+    repeats bit for bit (CPU runs already do). Call before CUDA starts: cuBLAS reads
+    CUBLAS_WORKSPACE_CONFIG when it creates its handle. No DataLoader workers to seed: batches are
+    built in the loop from the seeded order."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def processes() -> Processes:

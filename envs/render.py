@@ -15,7 +15,8 @@ from packaging.utils import canonicalize_name as canonical
 
 HERE = Path(__file__).parent
 CONCERNS = {
-    "data": ["polars", "pyarrow", "datasets", "huggingface-hub"],
+    # Every stage reads its settings through pydantic and YAML; the crate is written with rocrate.
+    "data": ["polars", "pyarrow", "datasets", "huggingface-hub", "pydantic", "pyyaml", "rocrate"],
     "train": [
         "torch",
         "transformers",
@@ -29,6 +30,9 @@ CONCERNS = {
         "pyarrow",
         "tqdm",
         "matplotlib",
+        "jinja2",
+        "pydantic",
+        "pyyaml",
     ],
 }
 

@@ -1,17 +1,20 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
+import json
 import os
 import shlex
 import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import expand
+from snakemake.iocontainers import Wildcards
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from amber_repro.codedeps import stage_files
 from amber_repro.configuration import resolve, settings_flags
 from amber_repro.errors import ConfigError
 from amber_repro.launch import launch_prefix
-from amber_repro.provenance import sha256_file
+from amber_repro.provenance import run_context_env, sha256_file
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
@@ -46,6 +49,13 @@ except ConfigError as error:
 config.clear()
 config.update(SETTINGS.model_dump(mode="json"))
 
+# Every job records which code and config made it (provenance.run_context): commit, dirty flag and
+# config hash, computed once here. A value the checkout cannot give (no git on the machine) may come
+# from the environment.
+for name, value in run_context_env(config, Path(workflow.basedir)).items():
+    if value != "null" or name not in os.environ:
+        os.environ[name] = value
+
 SPLITS = ["train", "test"]
 RAW_DIR = "results/raw/pku-saferlhf"
 DATA_DIR = "results/ambersafe/data"
@@ -60,10 +70,16 @@ STATE_DIR = "results/ambersafe/.state"
 PACKAGE_DIR = Path(workflow.basedir) / "amber_repro"
 
 
+def relative(paths):
+    """Paths as Snakemake records them: relative to the working directory, so that a moved or
+    restored project keeps its record of what is up to date."""
+    return [os.path.relpath(path) for path in paths]
+
+
 def stage_code(*modules):
     """The package files a stage runs (found from its imports), as inputs: editing one reruns that
     stage and what depends on it, nothing else."""
-    return stage_files(PACKAGE_DIR, *(f"amber_repro.{m}" for m in modules))
+    return relative(stage_files(PACKAGE_DIR, *(f"amber_repro.{m}" for m in modules)))
 
 
 def folder_of(output_name):
@@ -97,6 +113,7 @@ def eval_inputs(wildcards):
         "pairs": f"{DATA_DIR}/pairs-test.parquet",
         "ref_logps": f"{REF_LOGPS_DIR}/test.parquet",
         "code": stage_code("evaluation"),
+        "image": image_input(),
     }
     if config["eval"]["harness_tasks"]:
         inputs["datasets"] = f"{EVAL_DIR}/eval_datasets.json"
@@ -130,11 +147,13 @@ def eval_flags():
         ("eval", ["batch_size", "bootstrap_iters", "limit"]),
         ("dpo", ["beta", "loss"]),
         "tokenization",
+        "reproducibility",
     )
 
 
 def final_targets():
     return [
+        CRATE,
         f"{EVAL_DIR}/eval.json",
         f"{EVAL_DIR}/generations.md",
         f"{EVAL_DIR}/report/sft_curves.png",
@@ -191,6 +210,23 @@ def launcher(rule_name):
     )
 
 
+GPU_RULES = {"sft", "ref_logps", "dpo", "evaluate", "generate"}
+
+
+def runs_in_apptainer():
+    return DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+
+
+def image_input():
+    """The local image file, an input of each GPU rule when those run in Apptainer, so that a rebuilt
+    or swapped .sif reruns them. (A registry reference is part of Snakemake's software-env trigger;
+    pin it by digest.)"""
+    image = config["container"]["image"]
+    if not runs_in_apptainer() or "://" in image:
+        return []
+    return [image]
+
+
 def gpu_container(rule_name):
     """The Apptainer image of a GPU rule: config["container"]["image"], a local .sif path (relative to
     the working directory) or a registry URI. Snakemake uses it only with
@@ -206,7 +242,7 @@ def node_container_exec():
     """`apptainer exec` as Snakemake would run the image (home = working directory, the profile's
     apptainer-args), for the launcher to put before torchrun on each node; empty without Apptainer.
     """
-    if DeploymentMethod.APPTAINER not in workflow.deployment_settings.deployment_method:
+    if not runs_in_apptainer():
         return ""
     return 'apptainer exec --home "$PWD" {} {}'.format(
         workflow.deployment_settings.apptainer_args,
@@ -220,10 +256,12 @@ REPO_DIR = Path(workflow.basedir)
 
 def package_files():
     """Every file of the package, as %files copies it into the image: editing one makes the image stale."""
-    return sorted(
-        str(path)
-        for path in PACKAGE_DIR.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
+    return relative(
+        sorted(
+            path
+            for path in PACKAGE_DIR.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        )
     )
 
 
@@ -252,3 +290,65 @@ def build_image(input, output, log):
     with open(output.record, "w") as record:
         for path in (output.sif, input.definition, input.lock):
             record.write(f"{sha256_file(path)}  {os.path.relpath(path)}\n")
+
+
+# The provenance crate (rules/provenance.smk).
+NOT_JOBS = {"all", "build_container", "provenance"}
+CRATE = "results/ro-crate-metadata.json"
+
+
+def not_code(paths):
+    """Paths other than the package's files (the crate records the commit instead)."""
+    package = PACKAGE_DIR.resolve()
+    return [
+        str(path) for path in paths if not Path(path).resolve().is_relative_to(package)
+    ]
+
+
+def job_wildcards(step):
+    """Each job of a rule, as its wildcards: ref_logps runs once per split, the others once."""
+    return (
+        [{"split": split} for split in SPLITS]
+        if "split" in step.wildcard_names
+        else [{}]
+    )
+
+
+def dag_jobs():
+    """Every job of the DAG in order (raw data first, report last), with its inputs, outputs, log and
+    the image it runs in: the crate's record of which job made which file."""
+    jobs = []
+    for step in workflow.rules:
+        if step.name in NOT_JOBS:
+            continue
+        for wildcards in job_wildcards(step):
+            label = ",".join(f"{k}={v}" for k, v in wildcards.items())
+            jobs.append(
+                {
+                    "job": f"{step.name}[{label}]" if label else step.name,
+                    "rule": step.name,
+                    # Snakemake's own expansion of the rule for these wildcards.
+                    "inputs": not_code(
+                        step.expand_input(Wildcards(fromdict=wildcards))[0]
+                    ),
+                    "outputs": not_code(
+                        step.expand_output(Wildcards(fromdict=wildcards))[0]
+                    ),
+                    "log": expand(str(step.log[0]), **wildcards)[0],
+                    "benchmark": (
+                        expand(str(step.benchmark), **wildcards)[0]
+                        if step.benchmark
+                        else None
+                    ),
+                    "container": (
+                        config["container"]["image"]
+                        if runs_in_apptainer() and step.name in GPU_RULES
+                        else None
+                    ),
+                }
+            )
+    return jobs
+
+
+def dag_outputs():
+    return sorted({path for job in dag_jobs() for path in job["outputs"]})

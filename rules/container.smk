@@ -13,10 +13,10 @@ rule build_container:
     # A `run` rule: its software is the host's Apptainer (set-uid or user namespaces, configured by
     # the site), which no conda environment or container can supply.
     input:
-        definition=str(REPO_DIR / "containers" / "amber-repro.def"),
-        lock=str(REPO_DIR / "requirements.lock"),
-        pyproject=str(REPO_DIR / "pyproject.toml"),
-        check=str(REPO_DIR / "containers" / "check_environment.py"),
+        definition=os.path.relpath(REPO_DIR / "containers" / "amber-repro.def"),
+        lock=os.path.relpath(REPO_DIR / "requirements.lock"),
+        pyproject=os.path.relpath(REPO_DIR / "pyproject.toml"),
+        check=os.path.relpath(REPO_DIR / "containers" / "check_environment.py"),
         code=package_files(),
     output:
         sif="results/containers/amber-repro.sif",

@@ -9,6 +9,7 @@ rule dpo:
         eval_pairs=f"{DATA_DIR}/pairs-test.parquet",
         eval_ref_logps=f"{REF_LOGPS_DIR}/test.parquet",
         code=stage_code("dpo"),
+        image=image_input(),
     output:
         directory(DPO_MODEL),
     log:
@@ -25,7 +26,7 @@ rule dpo:
     params:
         launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",
-        flags=stage_flags("dpo", "tokenization"),
+        flags=stage_flags("dpo", "tokenization", "reproducibility"),
     shell:
         "{params.launcher} -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
         "--ref-logps {input.ref_logps} --eval-pairs {input.eval_pairs} "

@@ -57,6 +57,7 @@ rule generate:
         dpo=DPO_MODEL,
         pairs=f"{DATA_DIR}/pairs-test.parquet",
         code=stage_code("generations"),
+        image=image_input(),
     output:
         f"{EVAL_DIR}/generations.md",
     log:
@@ -72,7 +73,7 @@ rule generate:
         **gpu_job_resources("generate"),
     params:
         models=model_flags(["sft", "dpo"]),
-        flags=stage_flags("eval.generations"),
+        flags=stage_flags("eval.generations", "reproducibility"),
     shell:
         "HF_HUB_OFFLINE=1 python -m amber_repro generate {params.models} --pairs {input.pairs} "
         "{params.flags} --out {output} > {log} 2>&1"

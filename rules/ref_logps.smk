@@ -6,6 +6,7 @@ rule ref_logps:
         model=SFT_MODEL,
         pairs=f"{DATA_DIR}/pairs-{{split}}.parquet",
         code=stage_code("ref_logps"),
+        image=image_input(),
     output:
         logps=f"{REF_LOGPS_DIR}/{{split}}.parquet",
         record=f"{REF_LOGPS_DIR}/{{split}}.json",
@@ -22,7 +23,7 @@ rule ref_logps:
         **gpu_job_resources("ref_logps"),
     params:
         launcher=launcher("ref_logps"),
-        flags=stage_flags("reference", "tokenization"),
+        flags=stage_flags("reference", "tokenization", "reproducibility"),
     shell:
         "{params.launcher} -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
         "--out {output.logps} {params.flags} > {log} 2>&1"

@@ -6,6 +6,7 @@ rule sft:
         data=f"{DATA_DIR}/sft-train.parquet",
         model=BASE_MODEL,
         code=stage_code("sft"),
+        image=image_input(),
     output:
         directory(SFT_MODEL),
     log:
@@ -22,7 +23,7 @@ rule sft:
     params:
         launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",
-        flags=stage_flags("sft", "tokenization"),
+        flags=stage_flags("sft", "tokenization", "reproducibility"),
     shell:
         "{params.launcher} -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

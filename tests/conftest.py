@@ -56,6 +56,13 @@ class Workdir:
             else:
                 shutil.copy2(REPO / name, path / name)
 
+    @classmethod
+    def existing(cls, path: Path) -> Workdir:
+        """A working directory that already holds a whole workflow (a moved or restored project)."""
+        workdir = cls.__new__(cls)
+        workdir.path = workdir.workflow = path
+        return workdir
+
     @property
     def config(self) -> dict:
         """The resolved settings a run uses (preset and config.yaml applied), as a plain dict."""

@@ -248,6 +248,34 @@ def test_a_dry_run_plans_the_image_for_gpu_jobs_only(apptainer_run, tmp_path):
         )
 
 
+def test_a_rebuilt_image_reruns_the_jobs_that_ran_in_it(apptainer_run):
+    """The local image is an input of every GPU rule: replacing the .sif (same path, new bytes)
+    reruns those jobs and what follows; the CPU-only jobs stay."""
+    workdir, _, _ = apptainer_run
+    image = workdir.path / workdir.config["container"]["image"]
+    original, stat = image.read_bytes(), image.stat()
+    apptainer = ("--sdm", "apptainer", "--apptainer-args", PROFILE["apptainer-args"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{workdir.path.parent / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        assert scheduled_jobs(workdir.snakemake("-n", *apptainer).stdout) == {}
+        try:
+            image.write_bytes(original + b"rebuilt\n")
+            jobs = scheduled_jobs(workdir.snakemake("-n", *apptainer).stdout)
+        finally:
+            image.write_bytes(original)
+            os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs == {
+        "sft": 1,
+        "ref_logps": 2,
+        "dpo": 1,
+        "evaluate": 1,
+        "generate": 1,
+        "report_figures": 1,
+        "provenance": 1,
+        "all": 1,
+    }
+
+
 def test_build_container_builds_from_the_repository_root_and_records_hashes(tmp_path):
     """What rule build_container passes to `apptainer build`: the definition, from the repository
     root (the stand-in checks that every %files source and build variable resolves there), with the

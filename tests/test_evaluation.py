@@ -29,6 +29,7 @@ def test_eval_json_has_the_documented_stable_keys(pipeline):
         "inputs",
         "timing",
         "command",
+        "run",
     }
     assert report["schema_version"] == 1
     assert set(report["models"]) == {"base", "sft", "dpo"}

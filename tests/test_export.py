@@ -115,18 +115,18 @@ def test_pipes_and_backticks_do_not_break_the_settings_table():
 
 def test_a_failed_write_keeps_the_previous_folder(tmp_path):
     out = tmp_path / "sft"
-    write_model_dir(FakeModel(), FakeTokenizer(), out, card(), {"stage": "sft", "run": 1})
+    write_model_dir(FakeModel(), FakeTokenizer(), out, card(), {"stage": "sft", "attempt": 1})
     with pytest.raises(FileNotFoundError):
         write_model_dir(
             FakeModel(),
             FakeTokenizer(),
             out,
             card(),
-            {"stage": "sft", "run": 2},
+            {"stage": "sft", "attempt": 2},
             extra={"metrics.jsonl": tmp_path / "missing.jsonl"},
         )
-    assert read_json(out / "amber_repro.json")["run"] == 1
+    assert read_json(out / "amber_repro.json")["attempt"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]
-    write_model_dir(FakeModel(), FakeTokenizer(), out, card(), {"stage": "sft", "run": 3})
-    assert read_json(out / "amber_repro.json")["run"] == 3
+    write_model_dir(FakeModel(), FakeTokenizer(), out, card(), {"stage": "sft", "attempt": 3})
+    assert read_json(out / "amber_repro.json")["attempt"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]
