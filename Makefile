@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge iproute2
 SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 
-.PHONY: run test lint lock system-packages
+.PHONY: run test lint lock system-packages archive reproduce
 
 # rule all: eval.json, generations, the report and the provenance crate (results/ro-crate-metadata.json).
 run: $(VENV)/.installed
@@ -45,6 +45,32 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
+
+# Archival (amber_repro/archive.py, amber_repro/replay.py). `make archive` bundles a finished run
+# into results/archive/amber-repro-<commit12>.tar.gz: ALLOW_DIRTY=1 takes uncommitted changes (as
+# code.diff), WITH_WHEELS=1 adds the lock's wheels, WITH_IMAGE=1 the Apptainer image, WITH_RESULTS=1
+# every output (for TOLERANCE). `make reproduce ARCHIVE=<bundle> DIR=<new folder>` reruns it there
+# offline and verifies every result; TOLERANCE=1e-3 compares numbers instead of bytes; VENV=<env>
+# reuses an environment instead of installing one. Values reach the shell quoted.
+quote = '$(subst ','\'',$(1))'
+enabled = $(filter 1 yes true,$(1))
+
+archive: $(VENV)/.installed
+	python -m amber_repro archive --results results --out-dir results/archive \
+	  $(if $(call enabled,$(ALLOW_DIRTY)),--allow-dirty) \
+	  $(if $(call enabled,$(WITH_WHEELS)),--with-wheels) \
+	  $(if $(call enabled,$(WITH_IMAGE)),--with-image) \
+	  $(if $(call enabled,$(WITH_RESULTS)),--with-results)
+
+reproduce: $(VENV)/.installed
+	@if [ -z $(call quote,$(ARCHIVE)) ] || [ -z $(call quote,$(DIR)) ]; then \
+	  echo "usage: make reproduce ARCHIVE=<bundle> DIR=<new folder> [TOLERANCE=1e-3] [VENV=<env>]" >&2; \
+	  exit 2; \
+	fi
+	python -m amber_repro reproduce --archive $(call quote,$(ARCHIVE)) --dir $(call quote,$(DIR)) \
+	  --cores $(call quote,$(CORES)) \
+	  $(if $(TOLERANCE),--tolerance $(call quote,$(TOLERANCE))) \
+	  $(if $(filter command line environment,$(origin VENV)),--venv $(call quote,$(VENV)))
 
 # Re-resolve the pins in pyproject.toml into requirements.lock and the conda env files.
 lock:

@@ -85,6 +85,18 @@ STAGES = {
         "main",
         "the run's Workflow Run RO-Crate: results/ro-crate-metadata.json",
     ),
+    "archive": (
+        "amber_repro.archive",
+        "add_arguments",
+        "main",
+        "one bundle of a finished run: code, config, lock, raw data, crate",
+    ),
+    "reproduce": (
+        "amber_repro.replay",
+        "add_arguments",
+        "main",
+        "rerun a bundle offline in a new folder and verify every result",
+    ),
     "settings": (
         "amber_repro.configuration",
         "add_arguments",

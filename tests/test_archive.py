@@ -1,0 +1,223 @@
+"""`make archive` and `make reproduce` on the embedded default: a bundle of a finished run replays
+offline in a fresh folder, artifact by artifact, and a changed byte or setting names the first
+artifact that diverged.
+
+The finished run is the session's `pipeline`. Its copy of the workflow is no git checkout, so here
+it is made one, as a user's clone would be (the workflow committed, results/ and .snakemake/
+beside it), and its crate is rebuilt to name that commit (the provenance job only). The replays
+reuse this interpreter's environment: installing torch would take longer than the tests may.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, Workdir, scheduled_jobs, snakemake_env
+
+VENV = Path(sys.prefix)
+RAW_TRAIN = "results/raw/pku-saferlhf/train.parquet"
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+
+
+def make(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`make` as a user runs it, with this environment as the Makefile's VENV (-o: never
+    reinstalled by a test). The hub is unreachable: any download would fail."""
+    env = {**snakemake_env(), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    command = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", f"VENV={VENV}", *args]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def checkout(pipeline, tmp_path_factory) -> Path:
+    """The finished pipeline in a git checkout of its workflow (with the Makefile)."""
+    path = tmp_path_factory.mktemp("checkout") / "amber-repro"
+    shutil.copytree(pipeline.path, path, symlinks=True)  # mtimes kept: nothing to rerun
+    for name in (".gitignore", "Makefile"):
+        shutil.copy2(REPO / name, path / name)
+    git(path, "init", "-q")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "the workflow as run")
+    workdir = Workdir.existing(path)
+    (path / "results" / "ro-crate-metadata.json").unlink()
+    workdir.snakemake("results/ro-crate-metadata.json")
+    assert scheduled_jobs(workdir.snakemake("-n").stdout) == {}
+    assert git(path, "status", "--porcelain") == ""
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(checkout, tmp_path_factory) -> Path:
+    result = make(checkout, "archive")
+    assert result.returncode == 0, result.stdout + result.stderr
+    commit = git(checkout, "rev-parse", "HEAD").strip()
+    path = checkout / "results" / "archive" / f"amber-repro-{commit[:12]}.tar.gz"
+    assert f"wrote results/archive/{path.name} (" in result.stdout
+    kept = tmp_path_factory.mktemp("bundle") / path.name  # later tests archive over it
+    shutil.copy2(path, kept)
+    return kept
+
+
+def members(path: Path) -> dict[str, bytes | None]:
+    with tarfile.open(path) as tar:
+        return {info.name: tar.extractfile(info).read() if info.isfile() else None for info in tar}
+
+
+def changed_bundle(bundle: Path, out: Path, name: str, change) -> Path:
+    """A copy of the bundle with one member's bytes changed (BUNDLE.json left as it was)."""
+    with tarfile.open(bundle) as old, tarfile.open(out, "w:gz") as new:
+        for info in old:
+            data = old.extractfile(info).read() if info.isfile() else None
+            if info.name == name:
+                data = change(data)
+                info.size = len(data)
+            new.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+def reproduce(bundle: Path, replay: Path, *args: str, timeout: float = 900):
+    return make(REPO, "reproduce", f"ARCHIVE={bundle}", f"DIR={replay}", *args, timeout=timeout)
+
+
+def test_the_bundle_holds_code_config_lock_raw_data_and_crate(bundle, checkout):
+    found = members(bundle)
+    manifest = json.loads(found["BUNDLE.json"])
+    assert next(iter(found)) == "BUNDLE.json"
+    assert manifest["commit"] == git(checkout, "rev-parse", "HEAD").strip()
+    assert manifest["dirty"] is False and "code.diff" not in found
+    for name in ("code/Snakefile", "code/amber_repro/sft.py", "code.commit", "requirements.lock"):
+        assert name in found, name
+    for split in ("train", "test"):  # the synthetic files as used, restored instead of rerun
+        assert manifest["restore"][f"results/raw/pku-saferlhf/{split}.parquet"]
+    assert not any(name.startswith("results/base_model/") for name in found)  # built, not fetched
+    assert "results/ro-crate-metadata.json" in found
+    run_config = yaml.safe_load(found["config/run.yaml"])
+    assert run_config["preset"] == "embedded" and run_config["sft"]["lr"] == 1e-3
+    for name, digest in manifest["members"].items():
+        if found[name] is not None:
+            assert hashlib.sha256(found[name]).hexdigest() == digest, name
+
+
+def test_a_bundle_reproduces_every_artifact_offline(bundle, tmp_path):
+    result = reproduce(bundle, tmp_path / "replay")
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout
+    rows = [line for line in table.splitlines() if line.startswith(("raw/", "ambersafe/"))]
+    assert len(rows) > 30
+    assert all(("  yes" in row or "  record (not compared" in row) for row in rows)
+    eval_row = next(row for row in rows if row.startswith("ambersafe/eval.json "))
+    # The pipeline ran outside git, so its records' `run` names no commit: it differs too.
+    assert eval_row.endswith("  yes (without timing, run)")
+    for artifact in ("ambersafe/dpo/model.safetensors", "ambersafe/ref_logps/train.parquet"):
+        assert next(r for r in rows if r.startswith(artifact + " ")).endswith("  yes")
+    assert "reproduced: all" in table
+    assert git(tmp_path / "replay" / "code", "status", "--porcelain") == ""
+
+
+def test_a_changed_byte_in_the_raw_data_is_the_first_divergence(bundle, tmp_path):
+    def flip(data: bytes) -> bytes:
+        middle = len(data) // 2
+        return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+    tampered = changed_bundle(bundle, tmp_path / "tampered.tar.gz", RAW_TRAIN, flip)
+    result = reproduce(tampered, tmp_path / "replay", timeout=120)
+    assert result.returncode != 0
+    assert "first divergence: raw/pku-saferlhf/train.parquet, made by job synthesize_data" in (
+        result.stderr
+    )
+    assert not (tmp_path / "replay" / "code" / "results" / "ambersafe").exists()  # nothing ran
+
+
+def test_a_changed_setting_names_the_first_stage_it_reaches(bundle, tmp_path):
+    def double_sft_lr(data: bytes) -> bytes:
+        config = yaml.safe_load(data)
+        config["sft"]["lr"] *= 2
+        return yaml.safe_dump(config, sort_keys=False).encode()
+
+    changed = changed_bundle(bundle, tmp_path / "changed.tar.gz", "config/run.yaml", double_sft_lr)
+    replay = tmp_path / "replay"
+    result = reproduce(changed, replay)
+    assert result.returncode != 0
+    assert "config/run.yaml differs from the run's config: sft.lr: 0.001 -> 0.002" in (
+        result.stderr
+    )
+    assert "made by job sft (SFT)" in result.stderr
+    ran = sorted(log.stem for log in (replay / "replay-logs").glob("*.log"))
+    assert ran == ["build_tiny_model", "filter_pairs", "sft"]
+
+
+def test_a_dirty_tree_is_refused_and_recorded_with_allow_dirty(checkout):
+    snakefile = checkout / "Snakefile"
+    original = snakefile.read_bytes()
+    snakefile.write_bytes(original + b"# an uncommitted edit\n")
+    (checkout / "notes.txt").write_text("untracked, part of the tree\n")
+    try:
+        refused = make(checkout, "archive")
+        assert refused.returncode != 0
+        assert "the working tree differs from" in refused.stderr and "Snakefile" in refused.stderr
+        allowed = make(checkout, "archive", "ALLOW_DIRTY=1")
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert "tree dirty (code.diff included)" in allowed.stdout
+        bundle = next((checkout / "results" / "archive").glob("*.tar.gz"))
+        found = members(bundle)
+        assert json.loads(found["BUNDLE.json"])["dirty"] is True
+        diff = found["code.diff"].decode()
+        assert "+# an uncommitted edit" in diff and "notes.txt" in diff
+    finally:
+        snakefile.write_bytes(original)
+        (checkout / "notes.txt").unlink()
+
+
+def test_tolerance_mode_compares_weights_per_tensor_and_eval_metrics(pipeline, tmp_path):
+    """TOLERANCE compares numbers: the largest |difference| per tensor (safetensors, read without
+    pickle) and each eval metric; text that differs is named."""
+    from safetensors.torch import load_file, save_file
+
+    from amber_repro.verify import Row, compare_tolerant
+
+    weights = pipeline.path / "results" / "ambersafe" / "dpo" / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-4
+    moved = tmp_path / "model.safetensors"
+    save_file(tensors, str(moved), metadata={"format": "pt"})
+    expected = hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    def row(artifact, got, tolerance):
+        differs = Row(artifact, "job", expected, "x", "NO", False)
+        return compare_tolerant(differs, got, weights, tolerance)
+
+    within = row("ambersafe/dpo/model.safetensors", moved, 1e-3)
+    assert within.ok and within.match.startswith("within 0.001 (max |diff| 0.0001")
+    assert len(within.details) == 1 and within.details[0].startswith(f"{name}: ")
+    assert not row("ambersafe/dpo/model.safetensors", moved, 1e-5).ok
+
+    eval_json = pipeline.path / "results" / "ambersafe" / "eval.json"
+    report = json.loads(eval_json.read_text())
+    report["dpo_rewards"]["rewards/margins"] += 5e-4
+    report["timing"] = {"total_seconds": 1e6}  # never compared
+    got = tmp_path / "eval.json"
+    got.write_text(json.dumps(report))
+    expected = hashlib.sha256(eval_json.read_bytes()).hexdigest()
+    differs = Row("ambersafe/eval.json", "evaluate", expected, "x", "NO", False)
+    checked = compare_tolerant(differs, got, eval_json, 1e-3)
+    assert checked.ok and checked.details[0].startswith("/dpo_rewards/rewards/margins: 0.0005")
+    report["dpo_rewards"]["loss_type"] = "ipo"
+    got.write_text(json.dumps(report))
+    differs = Row("ambersafe/eval.json", "evaluate", expected, "x", "NO", False)
+    checked = compare_tolerant(differs, got, eval_json, 1e-3)
+    assert not checked.ok and "/dpo_rewards/loss_type: differs (not a number)" in checked.details
