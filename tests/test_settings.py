@@ -67,6 +67,17 @@ def test_the_7b_config_resolves_to_the_published_recipe():
     assert (dpo.eval_examples, dpo.eval_batch_size) == (256, 32)
 
 
+def test_the_recipes_optimizer_is_rmsprop_with_the_configured_rate():
+    """The optimizer is not a setting: both stages always use the reference's RMSprop."""
+    import torch
+
+    from amber_repro.training import build_optimizer
+
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), Config().dpo.lr)
+    assert type(optimizer) is torch.optim.RMSprop
+    assert optimizer.param_groups[0]["lr"] == 5e-7
+
+
 def test_the_embedded_default_shrinks_sizes_but_keeps_the_recipes_semantics():
     embedded, recipe = resolved("config.yaml"), Config()
     assert (embedded.data.source, embedded.base_model.source) == ("synthetic", "tiny")
