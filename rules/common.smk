@@ -350,5 +350,5 @@ def dag_jobs():
     return jobs
 
 
-def dag_outputs():
-    return sorted({path for job in dag_jobs() for path in job["outputs"]})
+def dag_outputs(jobs):
+    return sorted({path for job in jobs for path in job["outputs"]})

@@ -7,9 +7,13 @@ localrules:
     provenance,
 
 
+# Expanded once: every rule's jobs, inputs and outputs.
+DAG_JOBS = dag_jobs()
+
+
 rule provenance:
     input:
-        dag_outputs(),
+        dag_outputs(DAG_JOBS),
     output:
         CRATE,
     log:
@@ -17,7 +21,7 @@ rule provenance:
     conda:
         "../envs/data.yaml"
     params:
-        jobs=json.dumps(dag_jobs()),
+        jobs=json.dumps(DAG_JOBS),
         config=json.dumps(config, sort_keys=True),
     shell:
         "python -m amber_repro crate --results results --jobs-json {params.jobs:q} "
