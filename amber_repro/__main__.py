@@ -79,6 +79,12 @@ STAGES = {
         "main",
         "training curves and the eval table for the report",
     ),
+    "sweep": (
+        "amber_repro.sweep",
+        "add_arguments",
+        "main",
+        "compare named experiments: sweep.json and a plot",
+    ),
     "crate": (
         "amber_repro.crate",
         "add_arguments",
@@ -119,15 +125,22 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(next((a for a in argv if a in STAGES), None)).parse_args(argv)
-    module_name, _, entry, _ = STAGES[args.stage]
-    module = importlib.import_module(module_name)
     try:
+        args = build_parser(next((a for a in argv if a in STAGES), None)).parse_args(argv)
+        module_name, _, entry, _ = STAGES[args.stage]
+        module = importlib.import_module(module_name)
         check_settings(args)
         getattr(module, entry)(args)
     except AmberError as error:
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
+    except KeyboardInterrupt:  # Ctrl-C outside training, or a second one within (SigtermFlag)
+        print(
+            "error: interrupted (Ctrl-C): stopped at once; the last complete checkpoint, if "
+            "any, is kept",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from amber_repro.errors import ConfigError
-from amber_repro.settings import Config
+from amber_repro.settings import CONFLICT, Config
 
 # Snakemake hands `--config key={nested: value}` over with every scalar as a string; these mean
 # null.
@@ -84,17 +84,27 @@ def error_lines(error: ValidationError) -> list[str]:
             parent = _model_at(Config, problem["loc"][:-1])
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
             lines.append(f"{where}: unknown key (allowed here: {allowed})")
+        elif problem["type"] == CONFLICT:  # Config's cross-checks: the message names the values
+            lines.append(problem["msg"])
         else:
             lines.append(f"{where}: {problem['msg']} (got {problem['input']!r})")
     return sorted(lines)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
+    """The settings class at `loc`; a mapping of names to a class (experiments) takes one part
+    for the name."""
+    parts = iter(loc)
+    for part in parts:
         field = model.model_fields.get(str(part))
-        if field is None or not _is_model(field.annotation):
+        annotation = field.annotation if field else None
+        if typing.get_origin(annotation) is dict and _is_model(typing.get_args(annotation)[1]):
+            annotation = typing.get_args(annotation)[1]
+            if next(parts, None) is None:
+                return None
+        if not _is_model(annotation):
             return None
-        model = field.annotation
+        model = annotation
     return model
 
 
@@ -245,6 +255,12 @@ def settings_markdown() -> str:
             "amber_repro/settings.py"
         ),
         "by `python -m amber_repro settings --markdown`; a test keeps it current.",
+        "",
+        "Some keys must agree, and are checked together before any job starts:",
+        "`tokenization.max_prompt_length` below `tokenization.max_length`; `sft.batch_size` and",
+        "`dpo.batch_size` divisible by their `gradient_accumulation_steps` x processes",
+        "(`resources.<stage>.gpus` x `nodes`, 0 GPUs = 1 process); `nodes` > 1 only for sft,",
+        "ref_logps and dpo; their `cpus` at least one per process.",
         "",
         "| key | default | meaning |",
         "|---|---|---|",

@@ -3,8 +3,8 @@ need.
 
 With WORLD_SIZE == 1 (the default here) nothing is initialised and the model stays a plain module,
 so the single-process path is the plain PyTorch one. Under torchrun (WORLD_SIZE > 1) the process
-group uses NCCL on GPUs and gloo on CPU, and the model is sharded with FSDP2: each LlamaDecoderLayer
-is its own unit, then the whole model (the recipe's wrap policy).
+group uses NCCL for GPU tensors and gloo for CPU ones, and the model is sharded with FSDP2: each
+LlamaDecoderLayer is its own unit, then the whole model (the recipe's wrap policy).
 """
 
 from __future__ import annotations
@@ -15,9 +15,15 @@ import torch.distributed as dist
 DECODER_LAYERS = ("LlamaDecoderLayer",)
 
 
+def backend(device: torch.device) -> str:
+    """NCCL for GPU tensors; gloo for the CPU tensors and objects the loops exchange (flags, metric
+    sums, gathered lists), which NCCL alone cannot carry."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init(world_size: int, device: torch.device) -> None:
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend(device))
 
 
 def is_distributed() -> bool:

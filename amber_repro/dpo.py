@@ -21,9 +21,17 @@ from tqdm import tqdm
 from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.checkpointing import RunCheckpoints
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.export import model_card, write_model_dir
 from amber_repro.losses import preference_loss, reward_metrics
-from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
+from amber_repro.pairs import (
+    ON_MALFORMED,
+    PAIR_TEXT,
+    concatenated_logps,
+    drop_or_refuse_eos,
+    read_reference_logps,
+    tokenize_pairs,
+)
 from amber_repro.provenance import sha256_file
 from amber_repro.settings import DPOSettings, ReferenceSettings
 
@@ -49,13 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dtype of the live reference model (--reference-mode live)",
     )
     T.add_training_arguments(parser, DPOSettings)
+    add_settings_arguments(parser, ON_MALFORMED)
 
 
 def load_pairs(
     pairs_path: Path, ref_path: Path, tokenizer, args
 ) -> tuple[list[dict], torch.Tensor]:
     """Tokenized pairs and their reference log-probs as a (pairs, 2) tensor [chosen, rejected]."""
-    frame = pl.read_parquet(pairs_path)
+    # The rows ref-logps dropped (the same test, the same tokenizer), so the join below matches.
+    frame, _ = drop_or_refuse_eos(
+        pl.read_parquet(pairs_path), tokenizer, pairs_path, PAIR_TEXT, args.on_malformed
+    )
     reference = read_reference_logps(ref_path, frame)
     ref = torch.tensor(
         reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
@@ -186,7 +198,7 @@ def main(args: argparse.Namespace) -> None:
                 model, reference_model, pairs, train_ref[chunk], pad_id, args, procs.device
             )
             loss = losses.mean() / args.gradient_accumulation_steps
-            T.check_finite(loss, step, args.state_dir)
+            checkpoints.check_finite(loss, step)
             loss.backward()
             values = {
                 "loss": loss.item() * args.gradient_accumulation_steps,
@@ -262,6 +274,11 @@ def main(args: argparse.Namespace) -> None:
             "inputs": inputs,
             "results": final_eval,
             "speed": speed,
+            # data.on_malformed: drop (the pairs whose text holds the EOS token)
+            "pairs_dropped": {
+                str(path): pl.scan_parquet(path).select(pl.len()).collect().item() - len(kept)
+                for path, kept in ((args.pairs, train_pairs), (args.eval_pairs, eval_pairs))
+            },
         }
         write_model_dir(
             model,

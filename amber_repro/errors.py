@@ -11,14 +11,26 @@ class DataError(AmberError, ValueError):
 
 
 class NonFiniteLossError(AmberError):
-    """A NaN or infinite loss; the last good checkpoint is kept."""
+    """A NaN or infinite loss, weights or optimizer state; no checkpoint of it is written."""
 
 
 class StopRequested(AmberError):
-    """SIGTERM arrived (a scheduler's time limit or preemption); a checkpoint was saved."""
+    """SIGTERM (a scheduler's time limit or preemption) or SIGINT arrived; a checkpoint was saved.
 
-    exit_code = 143
+    Exit code 128 + the signal's number, as a shell reports a process that signal ended."""
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class CheckpointError(AmberError):
+    """The checkpoint key cannot be used, or a verified checkpoint could not be loaded."""
 
 
 class ConfigError(AmberError, ValueError):
     """Settings that cannot work together (say a batch that does not split over the processes)."""
+
+
+class DiskFullError(AmberError, OSError):
+    """A write found no space; the message names the file system, the file and the sizes."""

@@ -25,7 +25,13 @@ import torch
 from amber_repro import training as T
 from amber_repro.configuration import add_settings_arguments
 from amber_repro.losses import preference_loss, reward_metrics
-from amber_repro.pairs import concatenated_logps, read_reference_logps, tokenize_pairs
+from amber_repro.pairs import (
+    PAIR_TEXT,
+    concatenated_logps,
+    drop_or_refuse_eos,
+    read_reference_logps,
+    tokenize_pairs,
+)
 from amber_repro.provenance import (
     command_line,
     run_context,
@@ -33,7 +39,13 @@ from amber_repro.provenance import (
     software_versions,
     write_json,
 )
-from amber_repro.settings import DPOSettings, EvalSettings, Reproducibility, Tokenization
+from amber_repro.settings import (
+    DataSettings,
+    DPOSettings,
+    EvalSettings,
+    Reproducibility,
+    Tokenization,
+)
 
 SAFETY_TASK = "saferlhf_preference"
 
@@ -181,6 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         (EvalSettings, ("batch_size", "limit", "bootstrap_iters")),
         (DPOSettings, ("beta", "loss")),
+        (DataSettings, ("on_malformed",)),
         Tokenization,
         Reproducibility,
     )
@@ -190,12 +203,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="eval.json")
 
 
+def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]:
+    """The held-out pairs every metric is computed on: those ref-logps and DPO used too (rows
+    whose text holds the EOS token refused or, with data.on_malformed: drop, dropped)."""
+    frame, dropped = drop_or_refuse_eos(
+        pl.read_parquet(args.pairs),
+        T.load_tokenizer(model_path),
+        args.pairs,
+        PAIR_TEXT,
+        args.on_malformed,
+    )
+    if not dropped:
+        return args.pairs, 0
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    kept = args.work_dir / "pairs-usable.parquet"
+    frame.write_parquet(kept)
+    return kept, dropped
+
+
 def main(args: argparse.Namespace) -> None:
     T.set_determinism(args.deterministic)
     started = time.perf_counter()
     models = dict(item.split("=", 1) for item in args.model)
-    tasks = [(safety_task_config(args.pairs, args.work_dir), 0), *map(parse_task, args.task)]
+    pairs_path, dropped = usable_pairs(args, Path(next(iter(models.values()))))
+    tasks = [(safety_task_config(pairs_path, args.work_dir), 0), *map(parse_task, args.task)]
     report = {"schema_version": 1, "models": {}, "versions": {"tasks": {}}}
+    report["pairs_dropped"] = {"text contains EOS": dropped}
     seconds = {}
     for name, path in models.items():
         began = time.perf_counter()
@@ -217,7 +250,7 @@ def main(args: argparse.Namespace) -> None:
         )
     if args.dpo_model in models and args.ref_logps:
         report["dpo_rewards"] = dpo_rewards(
-            Path(models[args.dpo_model]), args.pairs, args.ref_logps, args
+            Path(models[args.dpo_model]), pairs_path, args.ref_logps, args
         )
     software = software_versions()
     report["versions"].update(lm_eval=software.get("lm_eval"), software=software)

@@ -19,6 +19,7 @@ from amber_repro.provenance import (
     software_versions,
     write_json,
 )
+from amber_repro.storage import tensor_bytes
 
 
 def _hub_model_id(name: str) -> str | None:
@@ -109,7 +110,8 @@ def write_model_dir(
 
     `state_dict`: the full weights when the model itself is sharded (gathered by the caller).
     """
-    with atomic_path(out_dir) as tmp:
+    tensors = state_dict if state_dict is not None else model.state_dict()
+    with atomic_path(out_dir, needed_bytes=tensor_bytes(tensors)) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(card, encoding="utf-8")

@@ -124,8 +124,22 @@ def filter_split(
     return pairs, sft, counts
 
 
+def require_some_kept(path: Path, pairs: pl.DataFrame, sft: pl.DataFrame, counts: dict) -> None:
+    """A split that keeps nothing stops here, not stages later with an empty batch: every split
+    feeds DPO (train) or its held-out evaluation (test), and SFT trains on the train split's
+    targets (which come from its pairs, so no pairs means no targets)."""
+    if pairs.height and sft.height:
+        return
+    dropped = ", ".join(f"{reason} {n}" for reason, n in counts["rows_dropped"].items() if n)
+    raise DataError(
+        f"{path}: kept {pairs.height} pairs and {sft.height} SFT targets of "
+        f"{counts['rows_read']} rows (dropped: {dropped or 'none'}); a pair needs one safe and one "
+        "unsafe response"
+    )
+
+
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed_bytes=frame.estimated_size()) as tmp:
         frame.write_parquet(tmp)
 
 
@@ -142,6 +156,7 @@ def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malfo
             raw_path,
             *filter_split(read_raw(raw_path), raw_path, on_malformed),
         )
+        require_some_kept(*results[raw_path.stem])
     # Write only after every split passed, so a bad test split cannot leave a half-updated set.
     manifest = {
         "source": {k: source.get(k) for k in ("kind", "dataset", "revision", "commit", "seed")},

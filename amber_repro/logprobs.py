@@ -1,26 +1,108 @@
-"""Log-probabilities of labelled tokens: the quantity every stage's loss and metric is built on."""
+"""Log-probabilities of labelled tokens: the quantity every stage's loss and metric is built on.
+
+`sequence_logps` works through the tokens in chunks, so that the float32 full-vocabulary
+intermediates (the log-softmax in the forward pass; its gradient in the backward pass) exist for
+one chunk at a time instead of for the whole (batch, length, vocab) batch. Each chunk runs the
+same per-row kernels as the plain `logits.float().log_softmax(-1)` + gather, and the per-token
+values are summed in one reduction as before, so values and gradients are those of the plain
+version (bit for bit on CPU, see tests/test_logprobs.py).
+"""
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from amber_repro.tokenization import IGNORE_INDEX
+from amber_repro.tokenization import IGNORE_INDEX, collate
+
+# Elements (tokens x vocabulary) of one chunk's float32 intermediates: 32 MiB each.
+CHUNK_ELEMENTS = 2**23
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def chunk_tokens(vocab: int) -> int:
+    """Tokens per chunk, so that a (tokens, vocab) float32 chunk is CHUNK_ELEMENTS."""
+    return max(1, CHUNK_ELEMENTS // vocab)
+
+
+def _label_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label) of each token: logits (n, vocab), labels (n,) valid ids. Returns (n,) float32;
+    its float32 log-softmax is (n, vocab): call it per chunk."""
+    return logits.float().log_softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+class _ChunkedLabelLogps(torch.autograd.Function):
+    """Per-token log-probs, chunk by chunk over the (batch x length) tokens. The backward pass
+    recomputes each chunk's log-softmax rather than keeping every chunk's float32 intermediates
+    alive from forward to backward (plain autograd over chunks would)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+        """logits (batch, length, vocab); labels (batch, length - 1) valid ids, labels[:, t]
+        scored by logits[:, t]; chunk: tokens per chunk. Returns (batch, length - 1) float32.
+
+        The whole logits come in (not a [:, :-1] view, whose backward would copy the full-size
+        gradient into a second one); the last position is scored against a dummy label 0.
+        """
+        labels = torch.nn.functional.pad(labels, (0, 1))
+        # Rows of a contiguous (tokens, vocab) view: a chunk is a view, not a copy.
+        flat, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        out = torch.empty(flat_labels.shape, dtype=torch.float32, device=logits.device)
+        for start in range(0, flat.shape[0], chunk):
+            end = start + chunk
+            out[start:end] = _label_logps(flat[start:end], flat_labels[start:end])
+        ctx.save_for_backward(logits, labels)
+        ctx.chunk = chunk
+        return out.view(labels.shape)[:, :-1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        """grad_out (batch, length - 1) -> gradient of the logits (batch, length, vocab)."""
+        logits, labels = ctx.saved_tensors
+        flat = logits.reshape(-1, logits.shape[-1])
+        flat_labels = labels.reshape(-1)
+        flat_grad_out = torch.nn.functional.pad(grad_out, (0, 1)).reshape(-1)
+        grad = torch.empty(flat.shape, dtype=logits.dtype, device=logits.device)
+        for start in range(0, flat.shape[0], ctx.chunk):
+            end = start + ctx.chunk
+            with torch.enable_grad():
+                piece = flat[start:end].detach().requires_grad_()
+                logps = _label_logps(piece, flat_labels[start:end])
+            # torch's own backward of the same ops: the plain version's gradient, per chunk.
+            (piece_grad,) = torch.autograd.grad(logps, piece, flat_grad_out[start:end])
+            grad[start:end] = piece_grad
+        grad = grad.view(logits.shape)
+        grad[:, -1] = 0  # the last position predicts nothing (exactly 0, even for a NaN logit)
+        return grad, None, None
+
+
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
     """Sum of the log-probabilities of the labelled tokens of each sequence.
 
     logits: (batch, length, vocab), the model's output for input_ids.
     labels: (batch, length), input_ids with IGNORE_INDEX where nothing is trained (prompt, padding).
+    chunk: tokens per chunk (default: `chunk_tokens`); it changes memory, not the result.
     Returns (batch,) float32: sum over t of log p(labels[t] | tokens < t). Token t is predicted by
     the logits at t - 1, hence the shift.
     """
-    logits = logits[:, :-1, :].float()
     labels = labels[:, 1:]
     mask = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~mask, 0)
-    token_logps = torch.gather(logits.log_softmax(-1), 2, safe_labels.unsqueeze(2)).squeeze(2)
+    chunk = chunk or chunk_tokens(logits.shape[2])
+    token_logps = _ChunkedLabelLogps.apply(logits, safe_labels, chunk)
     return (token_logps * mask).sum(-1)
+
+
+def batch_logps(
+    model, sequences: list[dict[str, list[int]]], pad_token_id: int, device: torch.device
+) -> torch.Tensor:
+    """`sequence_logps` of tokenized sequences ({"input_ids", "labels"} lists), right-padded
+    into one (len(sequences), longest) batch and run in one forward pass. Returns (n,)."""
+    batch = {k: v.to(device) for k, v in collate(sequences, pad_token_id).items()}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_logps(logits, batch["labels"])
 
 
 def sft_loss(logps: torch.Tensor) -> torch.Tensor:

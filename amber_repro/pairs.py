@@ -11,10 +11,80 @@ import polars as pl
 import torch
 
 from amber_repro.errors import DataError
-from amber_repro.logprobs import sequence_logps
-from amber_repro.tokenization import Limits, collate, tokenize_pair
+from amber_repro.logprobs import batch_logps
+from amber_repro.settings import DataSettings
+from amber_repro.tokenization import Limits, tokenize_pair
 
 REFERENCE_COLUMNS = ("source_row", "reference_chosen_logps", "reference_rejected_logps")
+PAIR_TEXT = ("prompt", "chosen", "rejected")  # the text columns of pairs-{split}.parquet
+SFT_TEXT = ("prompt", "response")  # and of sft-train.parquet
+# The `--on-malformed` flag of a stage that tokenizes (add_settings_arguments spec).
+ON_MALFORMED = (DataSettings, ("on_malformed",))
+POSITION = "_position"  # a frame's own row numbers, while dropping rows
+
+
+def drop_or_refuse_eos(
+    frame: pl.DataFrame, tokenizer, path: Path, columns: tuple[str, ...], on_malformed: str
+) -> tuple[pl.DataFrame, int]:
+    """`frame` without the rows whose text tokenizes to the EOS token, and how many those were.
+
+    The reference asserts on such text (an EOS inside it would end the sequence early), and
+    `tokenization.encode` refuses it mid-stage naming no row; checked here, as a stage reads its
+    file, so "error" stops before any model work naming file, source_row and column, and "drop"
+    drops them. ref-logps and DPO call this on the same pairs with the same tokenizer, so they drop
+    the same rows (DPO joins reference log-probs by source_row).
+    """
+    eos = tokenizer.eos_token
+    indexed = frame.with_row_index(POSITION)
+    bad = _rows_with_eos(indexed, tokenizer, columns)
+    if not bad:
+        return frame, 0
+    rows = [row.get("source_row") for row, _ in bad]
+    if on_malformed == "error":
+        row, column = bad[0]
+        raise DataError(
+            f"{path}: source_row {rows[0]}, column {column}: text contains the EOS token "
+            f"{eos!r}: {row[column][:80]!r} ({len(bad)} row(s) in this file; set "
+            "data.on_malformed: drop to drop and count them instead)"
+        )
+    print(
+        f"{path}: dropped {len(bad)} row(s) whose text contains the EOS token {eos!r} "
+        f"(data.on_malformed: drop): source_row {', '.join(map(str, rows[:20]))}"
+        + (" ..." if len(rows) > 20 else ""),
+        flush=True,
+    )
+    positions = [row[POSITION] for row, _ in bad]
+    return indexed.filter(~pl.col(POSITION).is_in(positions)).drop(POSITION), len(bad)
+
+
+def _rows_with_eos(frame: pl.DataFrame, tokenizer, columns: tuple[str, ...]) -> list:
+    """(row, first column with EOS) of each offending row: candidates by the EOS text, then the
+    tokenizer's verdict (encode's test) on those few."""
+    if not tokenizer.eos_token or frame.height == 0:
+        return []
+    candidates = frame.filter(
+        pl.any_horizontal(
+            pl.col(c).str.contains(tokenizer.eos_token, literal=True) for c in columns
+        )
+    )
+    return [
+        (row, column)
+        for row in candidates.iter_rows(named=True)
+        if (column := _eos_column(tokenizer, row, columns))
+    ]
+
+
+def _eos_column(tokenizer, row: dict, columns: tuple[str, ...]) -> str | None:
+    """The first of `columns` whose text holds the EOS token, as the stage would tokenize it."""
+    for column in columns:
+        text = row[column]
+        if tokenizer.eos_token in text and tokenizer.eos_token_id in _ids(tokenizer, text):
+            return column
+    return None
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_pairs(tokenizer, frame: pl.DataFrame, limits: Limits) -> list[dict]:
@@ -32,10 +102,8 @@ def concatenated_logps(
     Chosen and rejected sequences are padded to one length and stacked into a (2 * pairs, length)
     batch, so one forward pass serves both (as the reference's concatenated_forward does).
     """
-    batch = collate([p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], pad_token_id)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps = sequence_logps(logits, batch["labels"])
+    sequences = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    logps = batch_logps(model, sequences, pad_token_id, device)
     return logps[: len(pairs)], logps[len(pairs) :]
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from amber_repro import __version__
+from amber_repro.errors import DiskFullError
+from amber_repro.storage import disk_full_message, is_disk_full
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -64,7 +66,7 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of `path` for the block to write (a file, or a folder it creates);
     move it into place when the block succeeds, so readers see the old `path` or the whole new one.
 
@@ -72,7 +74,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     step: the old one is renamed aside, the new one renamed in, then the old one deleted. On any
     exception (KeyboardInterrupt and SystemExit included) the temporary is removed and `path` is
     left as it was. Temporaries that a killed earlier write of the same `path` left behind (a
-    SIGKILL runs no clean-up) are removed first.
+    SIGKILL runs no clean-up) are removed first. A full disk is re-raised as DiskFullError naming
+    the file system, `path` and the space free and (`needed_bytes`, an estimate) needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +99,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         _remove(tmp)
+        if is_disk_full(error) and not isinstance(error, DiskFullError):
+            raise DiskFullError(disk_full_message(path, needed_bytes)) from error
         raise
 
 

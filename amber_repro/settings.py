@@ -11,9 +11,17 @@ are constrained to the characters they can legitimately hold.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # Patterns use explicit ASCII classes: a regex \w would admit any Unicode letter.
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a name part: starts with a letter or digit
@@ -131,7 +139,15 @@ class SFTSettings(Training):
 
 
 class ReferenceSettings(Section):
-    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    batch_size: int = Field(
+        32, ge=1, description="pairs per forward pass at max_length (sizes the default max_tokens)"
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="padded tokens per forward pass, sequences batched longest first; "
+        "null: batch_size x 2 x max_length",
+    )
     precision: Literal["float32", "float16", "bf16"] = Field(
         "float16", description="the frozen reference model's dtype"
     )
@@ -217,8 +233,29 @@ class ContainerSettings(Section):
     )
 
 
+# An experiment's name: a folder under results/ambersafe/experiments/.
+ExperimentName = Annotated[str, StringConstraints(pattern=rf"^{NAME}$", max_length=64)]
+
+
+class Experiment(Section):
+    """A named variant of the DPO stage and its evaluation; the data, the SFT checkpoint and the
+    reference log-probs are shared with every other experiment (amber_repro/experiments.py)."""
+
+    dpo: dict[str, Any] = Field(
+        default_factory=dict, description="changes to the dpo settings, e.g. {beta: 0.2}"
+    )
+    eval: dict[str, Any] = Field(
+        default_factory=dict,
+        description="changes to eval.batch_size, limit, bootstrap_iters or generations",
+    )
+
+
 class Config(Section):
-    """The whole workflow's settings: the recipe, changed by a preset and the user's config."""
+    """The whole workflow's settings: the recipe, changed by a preset and the user's config.
+
+    Settings that must agree with each other (batch sizes and processes, prompt and total length,
+    nodes and rules, CPUs and processes) are checked together here, before any job starts.
+    """
 
     preset: Literal["recipe", "embedded"] = Field(
         "recipe",
@@ -242,3 +279,113 @@ class Config(Section):
     container: ContainerSettings = Field(
         default_factory=ContainerSettings, description="the GPU rules' image"
     )
+    experiments: dict[ExperimentName, Experiment] = Field(
+        default_factory=dict,
+        description="named DPO variants sharing everything upstream: name -> {dpo: ..., eval: ...}",
+    )
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> Config:
+        """Each problem as its own error at the key it names (see `conflicts`)."""
+        problems = conflicts(self)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Config",
+                [
+                    {
+                        "type": PydanticCustomError(CONFLICT, "{message}", {"message": message}),
+                        "loc": key,
+                        "input": value,
+                    }
+                    for key, value, message in problems
+                ],
+            )
+        return self
+
+
+# --- settings that must agree with each other -----------------------------------------------------
+
+CONFLICT = "settings_conflict"  # the error type; its message already names the key's value
+TRAINING_JOBS = ("sft", "dpo")  # their batch_size is GLOBAL: split over micro-steps and processes
+MULTI_NODE_JOBS = ("dpo", "ref_logps", "sft")  # started with torchrun on every node (launch.py)
+
+
+def processes_per_node(job: JobResources) -> int:
+    """One process per GPU; a CPU-only job (0 GPUs) runs one process."""
+    return max(1, job.gpus)
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def conflicts(config: Config) -> list[tuple[tuple[str, ...], object, str]]:
+    """(key, its value, message) for every pair of settings that cannot work together."""
+    from amber_repro.experiments import experiment_conflicts  # it builds on these classes
+
+    return [
+        *_tokenization_conflicts(config.tokenization),
+        *_batch_conflicts(config),
+        *_resource_conflicts(config.resources),
+        *experiment_conflicts(config),
+    ]
+
+
+def _tokenization_conflicts(tokens: Tokenization) -> list:
+    """Keep-start truncation cuts responses to max_length - max_prompt_length: it must be > 0."""
+    if tokens.max_prompt_length < tokens.max_length:
+        return []
+    message = (
+        f"tokenization.max_prompt_length: {tokens.max_prompt_length} is not below "
+        f"tokenization.max_length {tokens.max_length} (a truncated prompt must leave room for "
+        "the response)"
+    )
+    return [(("tokenization", "max_prompt_length"), tokens.max_prompt_length, message)]
+
+
+def _batch_conflicts(config: Config) -> list:
+    """Each process runs equal micro-batches: batch = micro x accumulation x processes
+    (training.micro_batch_size, the GLOBAL convention)."""
+    return [
+        problem
+        for name in TRAINING_JOBS
+        for problem in batch_conflicts(
+            (name,), getattr(config, name), name, getattr(config.resources, name)
+        )
+    ]
+
+
+def batch_conflicts(where: tuple[str, ...], stage: Training, job_name: str, job) -> list:
+    """The batch check of one training stage's settings; `where` is their key ("dpo",)."""
+    processes = processes_per_node(job) * job.nodes
+    if stage.batch_size % (stage.gradient_accumulation_steps * processes) == 0:
+        return []
+    key = ".".join(where)
+    message = (
+        f"{key}.batch_size: {stage.batch_size} is not divisible by "
+        f"{key}.gradient_accumulation_steps {stage.gradient_accumulation_steps} x "
+        f"{_count(processes, 'process', 'processes')} "
+        f"(resources.{job_name}: {_count(job.gpus, 'GPU')} x {_count(job.nodes, 'node')})"
+    )
+    return [((*where, "batch_size"), stage.batch_size, message)]
+
+
+def _resource_conflicts(resources: Resources) -> list:
+    """Only the torchrun rules span nodes, and each of their processes needs a core."""
+    problems = []
+    for name in Resources.model_fields:
+        job: JobResources = getattr(resources, name)
+        if job.nodes > 1 and name not in MULTI_NODE_JOBS:
+            message = (
+                f"resources.{name}.nodes: {job.nodes}, but only "
+                f"{', '.join(sorted(MULTI_NODE_JOBS))} run on several nodes"
+            )
+            problems.append((("resources", name, "nodes"), job.nodes, message))
+        if name in MULTI_NODE_JOBS and job.cpus < processes_per_node(job):
+            message = (
+                f"resources.{name}.cpus: {job.cpus} is fewer than the "
+                f"{processes_per_node(job)} processes per node (resources.{name}.gpus "
+                f"{job.gpus}): each process needs a core"
+            )
+            problems.append((("resources", name, "cpus"), job.cpus, message))
+    return problems

@@ -19,8 +19,10 @@ from tqdm import tqdm
 from amber_repro import distributed
 from amber_repro import training as T
 from amber_repro.checkpointing import RunCheckpoints
+from amber_repro.configuration import add_settings_arguments
 from amber_repro.export import model_card, write_model_dir
 from amber_repro.logprobs import sequence_logps, sft_loss
+from amber_repro.pairs import ON_MALFORMED, SFT_TEXT, drop_or_refuse_eos
 from amber_repro.provenance import read_json, sha256_file
 from amber_repro.settings import SFTSettings
 from amber_repro.tokenization import collate, tokenize_sft
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, required=True, help="sft-train.parquet (prompt, response)"
     )
     T.add_training_arguments(parser, SFTSettings)
+    add_settings_arguments(parser, ON_MALFORMED)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -38,7 +41,9 @@ def main(args: argparse.Namespace) -> None:
     procs = T.processes()
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     tokenizer = T.load_tokenizer(args.model)
-    frame = pl.read_parquet(args.data)
+    frame, dropped = drop_or_refuse_eos(
+        pl.read_parquet(args.data), tokenizer, args.data, SFT_TEXT, args.on_malformed
+    )
     examples = [
         tokenize_sft(tokenizer, p, r, T.limits(args))
         for p, r in frame.select("prompt", "response").iter_rows()
@@ -95,7 +100,7 @@ def main(args: argparse.Namespace) -> None:
             loss = (
                 sft_loss(sequence_logps(logits, batch["labels"])) / args.gradient_accumulation_steps
             )
-            T.check_finite(loss, step, args.state_dir)
+            checkpoints.check_finite(loss, step)
             loss.backward()
             step_loss += loss.item()
             tokens += int(batch["attention_mask"].sum())
@@ -145,6 +150,7 @@ def main(args: argparse.Namespace) -> None:
             "base_model": source,
             "inputs": {str(args.data): data_sha256},
             "results": results,
+            "rows_dropped": {"text contains EOS": dropped},
         }
         write_model_dir(
             model,

@@ -18,8 +18,9 @@ import torch
 
 from amber_repro import distributed
 from amber_repro.configuration import add_settings_arguments
-from amber_repro.errors import ConfigError, NonFiniteLossError, StopRequested
+from amber_repro.errors import ConfigError, StopRequested
 from amber_repro.settings import Reproducibility, Tokenization, Training
+from amber_repro.storage import disk_full_errors
 from amber_repro.tokenization import Limits
 
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
@@ -220,14 +221,6 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def check_finite(loss: torch.Tensor, step: int, state_dir: Path) -> None:
-    if not torch.isfinite(loss).all():
-        raise NonFiniteLossError(
-            f"loss is {loss.item()} at optimizer step {step + 1}; stopped. "
-            f"The last good checkpoint (if any) is kept in {state_dir}"
-        )
-
-
 def optimizer_step(model, optimizer, scheduler, max_grad_norm: float) -> float:
     """Clip, step, schedule, zero; returns the gradient norm before clipping."""
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -246,19 +239,35 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class SigtermFlag:
-    """Turns SIGTERM (what SLURM sends before a time limit) into a flag the loop checks each
-    step."""
+    """Turns SIGTERM (what SLURM sends before a time limit) and a first SIGINT (Ctrl-C) into a
+    flag the loop checks after each optimizer step, to save and stop there. A second Ctrl-C stops
+    at once (KeyboardInterrupt; the CLI prints one line): what it cuts short has no manifest, so it
+    is never resumed."""
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
+        self.interrupts = 0
         signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a third one ends the process
+                raise KeyboardInterrupt
+            # os.write, not print: a handler may run in the middle of another print.
+            os.write(2, b"\nSIGINT: saving a checkpoint and stopping; Ctrl-C again stops at once\n")
         self.requested = True
+        self.signum = self.signum or signum
 
     def stop(self, state_dir: Path, step: int):
+        signum = self.signum or signal.SIGTERM  # another process had the signal
         raise StopRequested(
-            f"SIGTERM: saved a checkpoint at optimizer step {step} in {state_dir}; rerun to resume"
+            f"{signal.Signals(signum).name}: saved a checkpoint at optimizer step {step} in "
+            f"{state_dir}; rerun to resume",
+            exit_code=128 + signum,
         )
 
 
@@ -274,17 +283,27 @@ class MetricsLog:
         if not enabled:
             return
         state_dir.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.path.exists():  # drop what a killed run logged after its last checkpoint
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if json.loads(line)["step"] <= start_step
-            ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [r for r in self._read() if r[1] <= start_step]  # drop steps after the checkpoint
+        self.path.write_text("".join(line + "\n" for line, _ in kept))
         if start_step == 0:
             shutil.rmtree(state_dir / "tensorboard", ignore_errors=True)
         self.writer = SummaryWriter(str(state_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def _read(self) -> list[tuple[str, int]]:
+        """(line, step) of each readable line; a kill mid-write leaves a torn last line, which is
+        dropped (and any other unreadable line), saying so."""
+        text = self.path.read_text(errors="replace") if self.path.exists() else ""
+        lines = text.splitlines()
+        readable, torn = [], []
+        for number, line in enumerate(lines, 1):
+            try:
+                readable.append((line, int(json.loads(line)["step"])))
+            except (ValueError, KeyError, TypeError):
+                torn.append(number)
+        if torn:
+            where = "its torn last line" if torn == [len(lines)] else f"unreadable lines {torn}"
+            print(f"dropped {where} from {self.path}")
+        return readable
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -294,8 +313,9 @@ class MetricsLog:
                 values[name] = str(value)
             else:
                 self.writer.add_scalar(name, value, step)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": step, **values}, sort_keys=True) + "\n")
+        line = json.dumps({"step": step, **values}, sort_keys=True) + "\n"
+        with disk_full_errors(self.path, needed_bytes=len(line)), self.path.open("a") as handle:
+            handle.write(line)
 
     def close(self) -> None:
         if self.enabled:

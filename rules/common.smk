@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
 import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from amber_repro.codedeps import stage_files
 from amber_repro.configuration import resolve, settings_flags
 from amber_repro.errors import ConfigError
+from amber_repro.experiments import DEFAULT, experiment_names, experiment_settings
 from amber_repro.launch import launch_prefix
 from amber_repro.provenance import run_context_env, sha256_file
 
@@ -146,13 +148,21 @@ def eval_flags():
     return stage_flags(
         ("eval", ["batch_size", "bootstrap_iters", "limit"]),
         ("dpo", ["beta", "loss"]),
+        ("data", ["on_malformed"]),
         "tokenization",
         "reproducibility",
     )
 
 
 def final_targets():
+    """What `rule all` builds. The checkpoints and reference log-probs are listed too, although
+    later stages consume them: users come for them, so a deleted one must be rebuilt, not left
+    missing as an intermediate Snakemake no longer needs."""
     return [
+        SFT_MODEL,
+        DPO_MODEL,
+        *expand(f"{REF_LOGPS_DIR}/{{split}}.parquet", split=SPLITS),
+        *experiment_targets(),
         CRATE,
         f"{EVAL_DIR}/eval.json",
         f"{EVAL_DIR}/generations.md",
@@ -160,6 +170,18 @@ def final_targets():
         f"{EVAL_DIR}/report/dpo_curves.png",
         f"{EVAL_DIR}/report/eval_table.html",
     ]
+
+
+def experiment_targets():
+    """With experiments configured: each one's outputs and the sweep's comparison."""
+    if not config["experiments"]:
+        return []
+    outputs = [
+        experiment_outputs(name)[kind]
+        for name in config["experiments"]
+        for kind in ("dpo", "generations")
+    ]
+    return [*outputs, SWEEP]
 
 
 def job_resource(rule_name, key):
@@ -306,12 +328,13 @@ def not_code(paths):
 
 
 def job_wildcards(step):
-    """Each job of a rule, as its wildcards: ref_logps runs once per split, the others once."""
-    return (
-        [{"split": split} for split in SPLITS]
-        if "split" in step.wildcard_names
-        else [{}]
-    )
+    """Each job of a rule, as its wildcards: ref_logps runs once per split, an experiment's rules
+    once per configured experiment, the others once."""
+    if "split" in step.wildcard_names:
+        return [{"split": split} for split in SPLITS]
+    if "experiment" in step.wildcard_names:
+        return [{"experiment": name} for name in config["experiments"]]
+    return [{}]
 
 
 def dag_jobs():
@@ -321,22 +344,19 @@ def dag_jobs():
     for step in workflow.rules:
         if step.name in NOT_JOBS:
             continue
-        for wildcards in job_wildcards(step):
-            label = ",".join(f"{k}={v}" for k, v in wildcards.items())
+        for values in job_wildcards(step):
+            wildcards = Wildcards(fromdict=values)
+            label = ",".join(f"{k}={v}" for k, v in values.items())
             jobs.append(
                 {
                     "job": f"{step.name}[{label}]" if label else step.name,
                     "rule": step.name,
                     # Snakemake's own expansion of the rule for these wildcards.
-                    "inputs": not_code(
-                        step.expand_input(Wildcards(fromdict=wildcards))[0]
-                    ),
-                    "outputs": not_code(
-                        step.expand_output(Wildcards(fromdict=wildcards))[0]
-                    ),
-                    "log": expand(str(step.log[0]), **wildcards)[0],
+                    "inputs": not_code(step.expand_input(wildcards)[0]),
+                    "outputs": not_code(step.expand_output(wildcards)[0]),
+                    "log": str(step.expand_log(wildcards)[0]),
                     "benchmark": (
-                        expand(str(step.benchmark), **wildcards)[0]
+                        str(step.expand_benchmark(wildcards))
                         if step.benchmark
                         else None
                     ),
@@ -352,3 +372,101 @@ def dag_jobs():
 
 def dag_outputs(jobs):
     return sorted({path for job in jobs for path in job["outputs"]})
+
+
+# Named experiments (rules/experiments.smk, amber_repro/experiments.py): DPO variants that share the
+# data, the SFT checkpoint and the reference log-probs.
+EXPERIMENTS_DIR = f"{EVAL_DIR}/experiments"
+SWEEP = f"{EVAL_DIR}/sweep.json"
+
+
+def experiment_name_pattern():
+    """A regex for the {experiment} wildcard: exactly the configured names (none: matches nothing)."""
+    names = [re.escape(name) for name in config["experiments"]]
+    return "|".join(names) if names else "(?!)"
+
+
+def experiment_outputs(name):
+    """An experiment's DPO checkpoint, eval.json and generations; the default keeps the usual paths."""
+    if name == DEFAULT:
+        return {
+            "dpo": DPO_MODEL,
+            "eval": f"{EVAL_DIR}/eval.json",
+            "generations": f"{EVAL_DIR}/generations.md",
+        }
+    folder = f"{EXPERIMENTS_DIR}/{name}"
+    return {
+        "dpo": f"{folder}/dpo",
+        "eval": f"{folder}/eval.json",
+        "generations": f"{folder}/generations.md",
+    }
+
+
+def experiment_dpo_flags(wildcards):
+    dpo, _ = experiment_settings(SETTINGS, wildcards.experiment)
+    return " ".join(
+        [
+            settings_flags(dpo),
+            stage_flags("tokenization", "reproducibility", ("data", ["on_malformed"])),
+        ]
+    )
+
+
+def experiment_eval_flags(wildcards):
+    dpo, evaluation = experiment_settings(SETTINGS, wildcards.experiment)
+    return " ".join(
+        [
+            settings_flags(evaluation, ["batch_size", "bootstrap_iters", "limit"]),
+            settings_flags(dpo, ["beta", "loss"]),
+            stage_flags(("data", ["on_malformed"]), "tokenization", "reproducibility"),
+        ]
+    )
+
+
+def experiment_generation_flags(wildcards):
+    _, evaluation = experiment_settings(SETTINGS, wildcards.experiment)
+    return " ".join(
+        [settings_flags(evaluation.generations), stage_flags("reproducibility")]
+    )
+
+
+def experiment_dpo_model(wildcards):
+    return experiment_outputs(wildcards.experiment)["dpo"]
+
+
+def experiment_model_flag(wildcards):
+    return shlex.join([f"--model=dpo={experiment_dpo_model(wildcards)}"])
+
+
+def experiment_generation_models(wildcards):
+    return shlex.join(
+        [f"--model=sft={SFT_MODEL}", f"--model=dpo={experiment_dpo_model(wildcards)}"]
+    )
+
+
+def experiment_eval_inputs(wildcards):
+    """The default evaluation's inputs, with the experiment's DPO checkpoint as the only model."""
+    inputs = {
+        key: value
+        for key, value in eval_inputs(wildcards).items()
+        if key not in MODEL_DIRS
+    }
+    return {**inputs, "dpo": experiment_dpo_model(wildcards)}
+
+
+def sweep_inputs(wildcards):
+    """Every experiment's eval.json and DPO checkpoint, the default first."""
+    names = experiment_names(SETTINGS)
+    return {
+        "evals": [experiment_outputs(name)["eval"] for name in names],
+        "models": [experiment_outputs(name)["dpo"] for name in names],
+        "code": stage_code("sweep"),
+    }
+
+
+def sweep_flags():
+    flags = []
+    for name in experiment_names(SETTINGS):
+        outputs = experiment_outputs(name)
+        flags += ["--experiment", name, outputs["eval"], outputs["dpo"]]
+    return shlex.join(flags)

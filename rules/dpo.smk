@@ -26,7 +26,9 @@ rule dpo:
     params:
         launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",
-        flags=stage_flags("dpo", "tokenization", "reproducibility"),
+        flags=stage_flags(
+            "dpo", "tokenization", "reproducibility", ("data", ["on_malformed"])
+        ),
     shell:
         "{params.launcher} -m amber_repro dpo --model {input.model} --pairs {input.pairs} "
         "--ref-logps {input.ref_logps} --eval-pairs {input.eval_pairs} "

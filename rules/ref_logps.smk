@@ -23,7 +23,9 @@ rule ref_logps:
         **gpu_job_resources("ref_logps"),
     params:
         launcher=launcher("ref_logps"),
-        flags=stage_flags("reference", "tokenization", "reproducibility"),
+        flags=stage_flags(
+            "reference", "tokenization", "reproducibility", ("data", ["on_malformed"])
+        ),
     shell:
         "{params.launcher} -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
         "--out {output.logps} {params.flags} > {log} 2>&1"

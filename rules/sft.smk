@@ -23,7 +23,9 @@ rule sft:
     params:
         launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",
-        flags=stage_flags("sft", "tokenization", "reproducibility"),
+        flags=stage_flags(
+            "sft", "tokenization", "reproducibility", ("data", ["on_malformed"])
+        ),
     shell:
         "{params.launcher} -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

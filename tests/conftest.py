@@ -16,6 +16,20 @@ from amber_repro.configuration import resolve
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkpoint_key(tmp_path_factory):
+    """Every run the tests start (subprocesses inherit it) signs checkpoints with a key in a
+    temporary folder, not ~/.config/amber-repro/checkpoint.key."""
+    path = tmp_path_factory.mktemp("checkpoint-key") / "checkpoint.key"
+    saved = os.environ.get("AMBER_REPRO_KEY_FILE")
+    os.environ["AMBER_REPRO_KEY_FILE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("AMBER_REPRO_KEY_FILE")
+    else:
+        os.environ["AMBER_REPRO_KEY_FILE"] = saved
+
+
 def snakemake_env() -> dict[str, str]:
     """The environment jobs run in: this interpreter's bin first, offline, one thread per job."""
     env = dict(os.environ)

@@ -8,7 +8,7 @@ import typing
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, scheduled_jobs
 from pydantic import BaseModel
 
 from amber_repro.configuration import config_errors, merge
@@ -104,6 +104,126 @@ def test_snakemake_refuses_several_nodes_for_a_rule_that_runs_on_one(workdir):
     assert (
         "resources.evaluate.nodes: 2, but only dpo, ref_logps, sft run on several nodes" in output
     )
+
+
+# --- settings that must agree: checked at validation, not when a job starts -----------------------
+
+
+def job(gpus: int, nodes: int = 1, cpus: int = 16) -> dict:
+    return {"gpus": gpus, "nodes": nodes, "cpus": cpus, "mem_mb": 2000, "runtime_min": 30}
+
+
+def embedded(changes: dict) -> list[str]:
+    return config_errors(merge({"preset": "embedded"}, changes), PRESETS)
+
+
+def test_the_prompt_must_leave_room_for_the_response():
+    assert embedded({"tokenization": {"max_length": 128, "max_prompt_length": 127}}) == []
+    assert embedded({"tokenization": {"max_length": 128, "max_prompt_length": 128}}) == [
+        "tokenization.max_prompt_length: 128 is not below tokenization.max_length 128 (a "
+        "truncated prompt must leave room for the response)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "stage, gpus, nodes, processes, where",
+    [
+        ("dpo", 0, 1, 1, "0 GPUs x 1 node"),  # a CPU job is one process
+        ("dpo", 1, 1, 1, "1 GPU x 1 node"),
+        ("sft", 2, 2, 4, "2 GPUs x 2 nodes"),
+        ("sft", 0, 3, 3, "0 GPUs x 3 nodes"),  # one CPU process per node
+    ],
+)
+def test_a_training_batch_must_split_over_micro_steps_and_processes(
+    stage, gpus, nodes, processes, where
+):
+    """Only the training batch is constrained: the eval loops take a last partial batch, and
+    ref-logps shards pairs, not batches, so the other batch sizes (odd ones here) need not divide
+    anything."""
+    odd_eval_batches = {
+        "dpo": {"eval_examples": 7, "eval_batch_size": 32},
+        "reference": {"batch_size": 5},
+        "eval": {"batch_size": 3},
+    }
+
+    def batch(size: int) -> list[str]:
+        changes = merge(odd_eval_batches, {stage: {"batch_size": size}})
+        changes[stage]["gradient_accumulation_steps"] = 4
+        return embedded({**changes, "resources": {stage: job(gpus, nodes), "ref_logps": job(3)}})
+
+    assert batch(4 * processes) == [] and batch(8 * processes) == []
+    plural = "process" if processes == 1 else "processes"
+    for size in (4 * processes - 1, 4 * processes + 1):
+        assert batch(size) == [
+            f"{stage}.batch_size: {size} is not divisible by {stage}.gradient_accumulation_steps 4 "
+            f"x {processes} {plural} (resources.{stage}: {where})"
+        ]
+
+
+def test_only_the_torchrun_rules_span_nodes():
+    for rule in ("sft", "ref_logps", "dpo"):
+        assert embedded({"resources": {rule: job(1, nodes=2)}}) == [], rule
+    for rule in ("evaluate", "generate"):
+        assert embedded({"resources": {rule: job(1, nodes=2)}}) == [
+            f"resources.{rule}.nodes: 2, but only dpo, ref_logps, sft run on several nodes"
+        ]
+
+
+def test_each_training_process_gets_a_core():
+    assert embedded({"resources": {"ref_logps": job(4, cpus=4)}}) == []
+    assert embedded({"resources": {"ref_logps": job(0, cpus=1)}}) == []
+    assert embedded({"resources": {"ref_logps": job(4, cpus=3)}}) == [
+        "resources.ref_logps.cpus: 3 is fewer than the 4 processes per node "
+        "(resources.ref_logps.gpus 4): each process needs a core"
+    ]
+    # evaluate and generate run one process whatever their GPUs
+    assert embedded({"resources": {"evaluate": job(2, cpus=1)}}) == []
+
+
+def test_the_recipe_on_its_8_gpu_nodes_agrees_with_itself():
+    recipe = {"preset": "recipe", "resources": {"sft": job(8, nodes=2, cpus=64)}}
+    assert config_errors(recipe, PRESETS) == []
+    recipe["resources"]["dpo"] = job(8, nodes=2, cpus=64)  # 32 pairs over 4 x 16 processes
+    assert config_errors(recipe, PRESETS) == [
+        "dpo.batch_size: 32 is not divisible by dpo.gradient_accumulation_steps 4 x 16 processes "
+        "(resources.dpo: 8 GPUs x 2 nodes)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad, good, line",
+    [
+        (
+            {"tokenization": {"max_prompt_length": 500}},
+            {"tokenization": {"max_prompt_length": 127}},
+            "tokenization.max_prompt_length: 500 is not below tokenization.max_length 128",
+        ),
+        (
+            {
+                "dpo": {"batch_size": 15, "gradient_accumulation_steps": 4},
+                "resources": {"dpo": job(0)},
+            },
+            {
+                "dpo": {"batch_size": 16, "gradient_accumulation_steps": 4},
+                "resources": {"dpo": job(0)},
+            },
+            "dpo.batch_size: 15 is not divisible by dpo.gradient_accumulation_steps 4 x 1 process "
+            "(resources.dpo: 0 GPUs x 1 node)",
+        ),
+        (
+            {"resources": {"sft": job(2, cpus=1)}},
+            {"resources": {"sft": job(2, cpus=2)}},
+            "resources.sft.cpus: 1 is fewer than the 2 processes per node",
+        ),
+    ],
+    ids=["prompt-length", "dpo-batch", "cpus"],
+)
+def test_a_dry_run_refuses_settings_that_disagree(workdir, bad, good, line):
+    """`snakemake -n` stops naming key and values; the nearest good value plans every job."""
+    original = yaml.safe_load((workdir.path / "config" / "config.yaml").read_text())
+    assert line in refused(workdir, bad, "-n")
+    workdir.write_config(merge(original, good))
+    assert "sft" in scheduled_jobs(workdir.snakemake("-n").stdout)
 
 
 # --- shell metacharacters -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Measured here: at most 1.5e-5.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,10 +23,12 @@ import time
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from amber_repro import distributed
 from amber_repro.errors import ConfigError
 from amber_repro.launch import launch_prefix
 from amber_repro.training import global_batch_size, micro_batch_size
@@ -166,8 +169,9 @@ def test_more_accumulation_does_not_inflate_the_loss(runs):
 
 
 def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
-    """Start a (possibly torchrun) run and SIGKILL its whole process group once a checkpoint
-    exists."""
+    """Start a (possibly torchrun) run and SIGKILL it and every process it started once a
+    checkpoint exists. torchrun starts its workers in sessions of their own, so killing the
+    launcher's process group alone would leave them running."""
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
@@ -183,7 +187,12 @@ def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
         )
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    tree = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(tree, timeout=60)
     process.wait(timeout=60)
 
 
@@ -308,3 +317,13 @@ def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):
         len(bf16) == 8 and bf16[-1] < bf16[0]
     )  # later steps follow their own (rounded) trajectory
     assert {tensor.dtype for tensor in weights(tmp_path).values()} == {torch.float32}
+
+
+def test_a_gpu_process_group_also_carries_cpu_tensors():
+    """The loops all-reduce CPU tensors (stop flags, metric sums) and gather objects: NCCL alone
+    refuses CPU tensors ("No backend type associated with device type cpu", seen on an H100), so
+    a GPU run's group pairs NCCL with gloo."""
+    gpu_backend = distributed.backend(torch.device("cuda"))
+    backends = dict(part.split(":") for part in gpu_backend.split(","))
+    assert backends == {"cpu": "gloo", "cuda": "nccl"}
+    assert distributed.backend(torch.device("cpu")) == "gloo"

@@ -30,6 +30,7 @@ def test_eval_json_has_the_documented_stable_keys(pipeline):
         "timing",
         "command",
         "run",
+        "pairs_dropped",
     }
     assert report["schema_version"] == 1
     assert set(report["models"]) == {"base", "sft", "dpo"}

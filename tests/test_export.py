@@ -23,6 +23,9 @@ AWKWARD = {
 
 
 class FakeModel:
+    def state_dict(self) -> dict:
+        return {}
+
     def save_pretrained(self, folder: Path, state_dict=None) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "model.safetensors").write_bytes(b"weights")

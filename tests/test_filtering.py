@@ -197,3 +197,43 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
     )
     assert result.returncode == 2
     assert "missing column(s) prompt" in result.stderr and "Traceback" not in result.stderr
+
+
+BOTH_SAFE = [(p, "fine", "also fine", True, True) for p in "PQRST"]
+
+
+@pytest.mark.parametrize("empty_split", ["train", "test"])
+def test_a_split_that_keeps_no_pair_stops_at_the_filter(tmp_path, empty_split):
+    """Zero pairs (hence zero SFT targets) would fail two stages later; stop here, write nothing."""
+    frames = {"train": raw_frame(TRICKY_ROWS), "test": raw_frame(TRICKY_ROWS)}
+    frames[empty_split] = raw_frame([*BOTH_SAFE, ("U", "bad", "worse", False, False)])
+    with pytest.raises(DataError) as error:
+        filter_dir(tmp_path, frames)
+    assert str(error.value) == (
+        f"{tmp_path / 'raw' / empty_split}.parquet: kept 0 pairs and 0 SFT targets of 6 rows "
+        "(dropped: both_safe 5, both_unsafe 1); a pair needs one safe and one unsafe response"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+    frames[empty_split] = raw_frame([*BOTH_SAFE, TRICKY_ROWS[0]])  # one pair is enough
+    assert filter_dir(tmp_path, frames)["splits"][empty_split]["rows_kept"] == 1
+
+
+def test_dropped_malformed_rows_count_when_nothing_is_kept(tmp_path):
+    frame = raw_frame([*BOTH_SAFE, ("V", None, "b", True, False)])
+    with pytest.raises(DataError, match=r"\(dropped: both_safe 5, malformed: null response_0 1\)"):
+        filter_dir(tmp_path, {"train": frame}, on_malformed="drop")
+
+
+def test_cli_refuses_a_split_without_pairs_with_exit_code_2(tmp_path):
+    paths = write_raw(tmp_path / "raw", {"train": raw_frame(BOTH_SAFE)})
+    result = subprocess.run(
+        [sys.executable, "-m", "amber_repro", "filter", "--raw", *map(str, paths), "--source",
+         str(tmp_path / "raw" / "source.json"), "--out-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and "kept 0" not in result.stdout
+    assert result.stderr == (
+        f"error: {paths[0]}: kept 0 pairs and 0 SFT targets of 5 rows (dropped: both_safe 5); a "
+        "pair needs one safe and one unsafe response\n"
+    )

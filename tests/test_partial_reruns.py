@@ -148,3 +148,25 @@ def test_a_moved_project_keeps_its_record_of_what_is_up_to_date(built, tmp_path)
     for record in (built.path / "results").rglob("*"):
         if record.suffix in (".json", ".md", ".html") and record.is_file():
             assert str(built.path) not in record.read_text(), record
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("results/ambersafe/dpo", DOWNSTREAM_OF_DPO),
+        (
+            "results/ambersafe/sft",
+            {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO},
+        ),
+        ("results/ambersafe/ref_logps/train.parquet", {"ref_logps": 1, **DOWNSTREAM_OF_DPO}),
+    ],
+)
+def test_a_deleted_checkpoint_or_reference_is_rebuilt(built, output, expected):
+    """Checkpoints are what users come for: a missing one is rebuilt (and what depends on it)."""
+    path = built.path / output
+    aside = path.with_name(path.name + ".aside")
+    path.rename(aside)
+    try:
+        assert scheduled_jobs(built.snakemake("-n").stdout) == expected
+    finally:
+        aside.rename(path)

@@ -1,9 +1,11 @@
-"""Interrupted training: SIGKILL and resume gives the same weights; SIGTERM saves and exits
-non-zero; a NaN loss stops with the step named and keeps the last good checkpoint."""
+"""Interrupted training: SIGKILL and resume gives the same weights; SIGTERM and Ctrl-C save and
+exit non-zero (a second Ctrl-C stops at once); a NaN loss stops with the step named and keeps the
+last good checkpoint. Damaged or untrusted checkpoints: test_checkpoint_integrity.py."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -98,20 +100,27 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 
 
 def start_and_signal_after_first_checkpoint(
-    command: list[str], state: Path, signum: int
+    command: list[str],
+    state: Path,
+    signum: int,
+    wait_for: str = "checkpoint/trainer_state.pt",
+    wait: bool = True,
 ) -> subprocess.Popen:
+    """Send `signum` once `state / wait_for` exists (by default: once a checkpoint does), then
+    wait for the process to end unless told not to."""
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env()
     )
     deadline = time.monotonic() + 300
-    while not (state / "checkpoint" / "trainer_state.pt").exists():
+    while not (state / wait_for).exists():
         assert process.poll() is None, (
             f"finished before its first checkpoint: {process.communicate()[1]}"
         )
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.01)
     process.send_signal(signum)
-    process.wait(timeout=120)
+    if wait:
+        process.wait(timeout=120)
     return process
 
 
@@ -169,6 +178,63 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero(uninterrupted, pipeline, 
     assert same_weights(tmp_path / "model", reference / "model")
 
 
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_bit_for_bit(
+    uninterrupted, pipeline, tmp_path
+):
+    """SIGINT is handled like SIGTERM: the loop saves after its optimizer step and stops."""
+    reference = uninterrupted("sft")
+    command = stage_command("sft", pipeline, tmp_path)
+    stopped = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGINT)
+    stderr = stopped.stderr.read()
+    assert stopped.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    [line] = error_lines(stderr)
+    assert "SIGINT: saved a checkpoint at optimizer step" in line
+    step = int(line.split("optimizer step ")[1].split()[0])
+    manifest = json.loads((tmp_path / "state/checkpoint/manifest.json").read_text())
+    assert manifest["step"] == step
+    resumed = run(command)
+    assert f"resuming from {tmp_path / 'state/checkpoint'} at optimizer step {step} " in (
+        resumed.stdout
+    )
+    assert same_weights(tmp_path / "model", reference / "model")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_nothing_half_written_is_resumed(
+    uninterrupted, pipeline, tmp_path
+):
+    from amber_repro.checkpoint_trust import load_key, verify_folder
+
+    reference = uninterrupted("sft")
+    command = stage_command("sft", pipeline, tmp_path)
+    process = start_and_signal_after_first_checkpoint(
+        command, tmp_path / "state", signal.SIGINT, wait=False
+    )
+    seen = ""
+    while "Ctrl-C again stops at once" not in seen:  # the first one has been handled
+        seen += process.stderr.readline()
+        assert process.poll() is None, seen
+    process.send_signal(signal.SIGINT)
+    stderr = seen + process.communicate(timeout=120)[1]
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    [line] = error_lines(stderr)
+    assert "interrupted (Ctrl-C): stopped at once" in line
+    # Whatever the second Ctrl-C cut short is not in the rotation: what is there verifies.
+    state = tmp_path / "state"
+    for name in ("checkpoint", "checkpoint.old"):
+        if (state / name).exists():
+            verify_folder(state / name, load_key())
+    step = json.loads((state / "checkpoint/manifest.json").read_text())["step"]
+    resumed = run(command)
+    assert f"at optimizer step {step} " in resumed.stdout
+    assert same_weights(tmp_path / "model", reference / "model")
+
+
 def test_changed_settings_do_not_resume_another_runs_checkpoint(pipeline, tmp_path):
     command = stage_command("sft", pipeline, tmp_path)
     start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
@@ -196,9 +262,13 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(sft, "sft_loss", loss_turning_nan)
     argv = [str(a) for a in stage_command("sft", pipeline, tmp_path)[3:]]
     args = cli.build_parser("sft").parse_args(argv)
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6") as stop:
         sft.main(args)
     saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
     assert saved["step"] == 4
+    assert f"Kept the last checkpoint, {tmp_path / 'state/checkpoint'} at optimizer step 4" in str(
+        stop.value
+    )
+    assert json.loads((tmp_path / "state/diverged.json").read_text())["step"] == 6
     assert not (tmp_path / "model").exists()
     assert isinstance(args, argparse.Namespace)

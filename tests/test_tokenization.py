@@ -3,11 +3,13 @@ truncation."""
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 
 from amber_repro.base_model import train_tokenizer
-from amber_repro.pairs import concatenated_logps
+from amber_repro.errors import DataError
+from amber_repro.pairs import PAIR_TEXT, concatenated_logps, drop_or_refuse_eos, tokenize_pairs
 from amber_repro.tokenization import (
     IGNORE_INDEX,
     Limits,
@@ -92,6 +94,45 @@ def test_sft_example_is_the_pair_of_its_target_with_itself(tokenizer):
 def test_text_containing_eos_is_refused(tokenizer):
     with pytest.raises(ValueError, match="contains the EOS token"):
         tokenize_pair(tokenizer, "hi </s>", "a", "b", Limits(64, 32))
+
+
+def eos_pairs() -> pl.DataFrame:
+    """source_row 7: EOS in the rejected response; 8: only look-alikes; 9: EOS in the prompt."""
+    return pl.DataFrame(
+        {
+            "source_row": [5, 7, 8, 9],
+            "prompt": ["Hi.", "Hi.", "Hi <s> </ s> <\\s>", "Hi</s>"],
+            "chosen": ["No.", "No.", "No.", "No."],
+            "rejected": ["Sure.", "Sure.</s>then more", "Sure.", "Sure."],
+        }
+    )
+
+
+def test_an_eos_text_is_refused_naming_file_source_row_and_column(tokenizer, tmp_path):
+    path = tmp_path / "pairs-train.parquet"
+    with pytest.raises(DataError) as error:
+        drop_or_refuse_eos(eos_pairs(), tokenizer, path, PAIR_TEXT, "error")
+    assert str(error.value) == (
+        f"{path}: source_row 7, column rejected: text contains the EOS token '</s>': "
+        "'Sure.</s>then more' (2 row(s) in this file; set data.on_malformed: drop to drop and "
+        "count them instead)"
+    )
+
+
+def test_drop_mode_drops_exactly_the_rows_the_tokenizer_would_refuse(tokenizer, tmp_path, capsys):
+    kept, dropped = drop_or_refuse_eos(eos_pairs(), tokenizer, tmp_path / "p", PAIR_TEXT, "drop")
+    assert dropped == 2 and kept.equals(eos_pairs().filter(pl.col("source_row").is_in([5, 8])))
+    assert "dropped 2 row(s) whose text contains the EOS token '</s>'" in capsys.readouterr().out
+    assert len(tokenize_pairs(tokenizer, kept, Limits(64, 32))) == 2  # encode accepts the rest
+    with pytest.raises(DataError, match="contains the EOS token"):
+        tokenize_pairs(tokenizer, eos_pairs(), Limits(64, 32))
+
+
+def test_a_frame_without_eos_text_is_returned_as_it_is(tokenizer, tmp_path):
+    clean = eos_pairs().filter(pl.col("source_row").is_in([5, 8]))
+    for mode in ("error", "drop"):
+        kept, dropped = drop_or_refuse_eos(clean, tokenizer, tmp_path / "p", PAIR_TEXT, mode)
+        assert dropped == 0 and kept.equals(clean)
 
 
 def test_collate_right_pads_and_masks_padding():
