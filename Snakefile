@@ -18,6 +18,7 @@ include: "rules/sft.smk"
 include: "rules/ref_logps.smk"
 include: "rules/dpo.smk"
 include: "rules/eval.smk"
+include: "rules/experiments.smk"
 include: "rules/container.smk"
 include: "rules/provenance.smk"
 
