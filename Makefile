@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge iproute2
 SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 
-.PHONY: run test lint lock system-packages archive reproduce
+.PHONY: run test lint lock system-packages archive reproduce bench
 
 # rule all: eval.json, generations, the report and the provenance crate (results/ro-crate-metadata.json).
 run: $(VENV)/.installed
@@ -17,6 +17,24 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed system-packages
 	python -m pytest -q
+
+# Peer benchmark: our DPO stage against TRL's DPOTrainer on the same work (bench/peer_trl_dpo.py
+# says what it runs). BENCH_ARGS passes flags, e.g. BENCH_ARGS='--repeats 1 --configs embedded:20'
+# or '--sweep'. TRL (the `bench` extra, not in requirements.lock) goes into its own environment,
+# $(BENCH_VENV), which sees the run environment's packages through a .pth file: .venv stays
+# exactly the lock (tests/test_container_definition.py checks that).
+BENCH_VENV ?= .venv-bench
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/peer_trl_dpo.py $(BENCH_ARGS)
+
+$(BENCH_VENV)/.installed: $(VENV)/.installed pyproject.toml
+	python3 -m venv $(BENCH_VENV)
+	site=$$($(BENCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	run=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	echo "import site; site.addsitedir('$$run')" > "$$site/amber-run-environment.pth"
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	touch $@
 
 # Installs the SLURM test cluster's packages when one of its programs is missing (as root, with apt);
 # otherwise says what to install.
