@@ -16,11 +16,24 @@ from packaging.utils import canonicalize_name as canonical
 HERE = Path(__file__).parent
 CONCERNS = {
     # Every stage reads its settings through pydantic and YAML; the crate is written with rocrate.
-    "data": ["polars", "pyarrow", "datasets", "huggingface-hub", "pydantic", "pyyaml", "rocrate"],
+    # The AmberChat data stage counts tokens with a LLaMA SentencePiece tokenizer.
+    "data": [
+        "polars",
+        "pyarrow",
+        "datasets",
+        "huggingface-hub",
+        "pydantic",
+        "pyyaml",
+        "rocrate",
+        "tokenizers",
+        "transformers",
+        "sentencepiece",
+    ],
     "train": [
         "torch",
         "transformers",
         "tokenizers",
+        "sentencepiece",
         "accelerate",
         "safetensors",
         "tensorboard",
