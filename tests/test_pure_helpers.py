@@ -1,0 +1,57 @@
+"""Small pure helpers whose wrong versions the workflow tests would not notice: byte formatting in
+full-disk messages, and the config merge every preset, overlay and experiment goes through."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amber_repro.configuration import merge
+from amber_repro.storage import human_bytes
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),  # the unit changes AT 1024, not after it
+        (1536, "1.5 KiB"),
+        (1024**2 - 1, "1024.0 KiB"),
+        (3 * 1024**3 + 512 * 1024**2, "3.5 GiB"),
+        (7 * 1024**4, "7.0 TiB"),
+        (2048 * 1024**4, "2048.0 TiB"),  # no unit beyond TiB
+    ],
+)
+def test_human_bytes_uses_binary_units(n, text):
+    assert human_bytes(n) == text
+
+
+def reference_merge(base: dict, changes: dict) -> dict:
+    """Mappings merge key by key, at any depth; any other value (lists included) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = reference_merge(out[key], value) if both_maps else value
+    return out
+
+
+keys = st.sampled_from(["a", "b", "c"])
+leaves = st.integers(0, 3) | st.lists(st.integers(0, 3), max_size=2) | st.none()
+trees = st.recursive(
+    st.dictionaries(keys, leaves, max_size=3),
+    lambda children: st.dictionaries(keys, leaves | children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=trees, changes=trees)
+def test_merge_changes_only_what_is_named_and_leaves_its_inputs_alone(base, changes):
+    base_before, changes_before = copy.deepcopy(base), copy.deepcopy(changes)
+    assert merge(base, changes) == reference_merge(base, changes)
+    assert base == base_before and changes == changes_before
+    assert merge(base, {}) == base and merge({}, changes) == changes
