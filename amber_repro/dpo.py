@@ -79,10 +79,14 @@ def load_pairs(
 def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
     """Losses and rewards of a micro-batch; the reference's log-probs come stored or live."""
     with T.autocast(args, device):
-        policy_chosen, policy_rejected = concatenated_logps(model, pairs, pad_id, device)
+        policy_chosen, policy_rejected = concatenated_logps(
+            model, pairs, pad_id, device, args.length_group_min_saving
+        )
     if reference_model is not None:
         with torch.no_grad():
-            ref_chosen, ref_rejected = concatenated_logps(reference_model, pairs, pad_id, device)
+            ref_chosen, ref_rejected = concatenated_logps(
+                reference_model, pairs, pad_id, device, args.length_group_min_saving
+            )
     else:
         ref_chosen, ref_rejected = ref[:, 0].to(device), ref[:, 1].to(device)
     losses, chosen_rewards, rejected_rewards = preference_loss(
@@ -132,6 +136,13 @@ def main(args: argparse.Namespace) -> None:
     T.set_determinism(args.deterministic)
     procs = T.processes()
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    if procs.world_size > 1 and args.length_group_min_saving:
+        # Sharded processes must run the same forward passes; groups differ between processes.
+        print(
+            f"dpo: length_group_min_saving {args.length_group_min_saving} ignored: applies to "
+            f"one process, not {procs.world_size}; recorded as 0"
+        )
+        args.length_group_min_saving = 0
     tokenizer = T.load_tokenizer(args.model)
     pad_id = tokenizer.pad_token_id
     train_pairs, train_ref = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
@@ -175,6 +186,7 @@ def main(args: argparse.Namespace) -> None:
         disable=not procs.is_main,
     )
     step, tokens, started = start_step, 0, time.perf_counter()
+    final_eval = None
     for step, indices in T.global_batches(
         len(train_pairs), args.batch_size, args.seed, args.n_epochs, start_step
     ):
@@ -219,9 +231,12 @@ def main(args: argparse.Namespace) -> None:
             "examples": (step + 1) * args.batch_size,
         }
         if (step + 1) % args.eval_every == 0 or step + 1 == total:
-            logged.update(
-                evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device)
+            held_out = evaluate(
+                model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device
             )
+            logged.update(held_out)
+            if step + 1 == total:  # the final weights' evaluation: not run a second time below
+                final_eval = held_out
         metrics.log(step + 1, logged)
         progress.update(1)
         checkpoints.after_step(step + 1)
@@ -229,7 +244,10 @@ def main(args: argparse.Namespace) -> None:
     progress.close()
     metrics.close()
     seconds = time.perf_counter() - started
-    final_eval = evaluate(model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device)
+    if final_eval is None:  # resumed at the last step, so the loop ran no step
+        final_eval = evaluate(
+            model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device
+        )
     tokens = distributed.sum_over_processes(tokens)
     weights = distributed.full_state_dict(model)
     speed = {

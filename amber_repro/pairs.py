@@ -95,15 +95,16 @@ def tokenize_pairs(tokenizer, frame: pl.DataFrame, limits: Limits) -> list[dict]
 
 
 def concatenated_logps(
-    model, pairs: list[dict], pad_token_id: int, device: torch.device
+    model, pairs: list[dict], pad_token_id: int, device: torch.device, min_saving: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs of chosen and rejected for `pairs`, each (len(pairs),).
 
     Chosen and rejected sequences are padded to one length and stacked into a (2 * pairs, length)
-    batch, so one forward pass serves both (as the reference's concatenated_forward does).
+    batch, so one forward pass serves both (as the reference's concatenated_forward does); with
+    min_saving > 0 the 2 * pairs sequences run in length groups instead (`batch_logps`).
     """
     sequences = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-    logps = batch_logps(model, sequences, pad_token_id, device)
+    logps = batch_logps(model, sequences, pad_token_id, device, min_saving)
     return logps[: len(pairs)], logps[len(pairs) :]
 
 

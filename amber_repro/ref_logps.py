@@ -1,7 +1,8 @@
 """The frozen SFT model's summed response log-probs for every pair: computed once, read by DPO.
 
 DPO then needs no second model in memory, and changing a DPO setting (beta, loss, lr) never
-recomputes them: they are their own DAG target.
+recomputes them: they are their own DAG target. One process scores every split it is given
+(`--pairs train test --out train test`), so the model loads once.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ from amber_repro.tokenization import Limits
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="the SFT save_pretrained folder")
-    parser.add_argument("--pairs", type=Path, required=True, help="pairs-{split}.parquet")
     parser.add_argument(
-        "--out", type=Path, required=True, help="{split}.parquet; a .json record goes beside it"
+        "--pairs", type=Path, nargs="+", required=True, help="pairs-{split}.parquet, one per split"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="{split}.parquet for each --pairs, in the same order; a .json record goes beside each",
     )
     add_settings_arguments(parser, ReferenceSettings, Tokenization, Reproducibility, ON_MALFORMED)
 
@@ -140,54 +147,70 @@ def reference_frame(pairs: pl.DataFrame, rows: list[tuple[int, float, float]]) -
 
 
 def main(args: argparse.Namespace) -> None:
+    if len(args.pairs) != len(args.out):
+        raise SystemExit(
+            f"ref-logps: {len(args.pairs)} --pairs file(s) but {len(args.out)} --out file(s); "
+            "give one output per pairs file, in the same order"
+        )
     T.set_determinism(args.deterministic)
     procs = T.processes()
     # The data is checked before the model loads: a text holding EOS stops (or is dropped) first.
     tokenizer = T.load_tokenizer(args.model)
-    pairs, dropped = drop_or_refuse_eos(
-        pl.read_parquet(args.pairs), tokenizer, args.pairs, PAIR_TEXT, args.on_malformed
-    )
+    splits = [
+        (pairs_path, out, *checked_pairs(pairs_path, tokenizer, args))
+        for pairs_path, out in zip(args.pairs, args.out, strict=True)
+    ]
     model = T.load_model(args.model, T.PRECISIONS[args.precision], procs.device).eval()
     model = distributed.shard(model, "float32")
     limits = T.Limits(args.max_length, args.max_prompt_length)
-    result, counts = compute(model, tokenizer, pairs, limits, token_budget(args), procs)
-    if procs.is_main:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out, needed_bytes=result.estimated_size()) as tmp:
-            result.write_parquet(tmp)
-        write_json(
-            args.out.with_suffix(".json"),
-            {
-                "stage": "ref-logps",
-                "settings": {
-                    k: v
-                    for k, v in vars(args).items()
-                    if k
-                    in {
-                        "batch_size",
-                        "max_tokens",
-                        "precision",
-                        "max_length",
-                        "max_prompt_length",
-                        "on_malformed",
-                    }
-                }
-                | {"max_tokens_applied": token_budget(args)},
-                "inputs": {
-                    str(args.pairs): sha256_file(args.pairs),
-                    str(args.model): sha256_model(args.model),
-                },
-                "outputs": {str(args.out): sha256_file(args.out)},
-                "pairs": result.height,
-                "pairs_dropped": {"text contains EOS": dropped},
-                "pairs_per_process": counts,
-                "software": software_versions(),
-                "run": run_context(),
-                "command": command_line(),
-            },
-        )
-        print(
-            f"ref-logps: {result.height} pairs from {args.pairs} ({dropped} dropped: text "
-            f"contains EOS) on {procs.world_size} process(es) -> {args.out}"
-        )
+    model_sha256 = sha256_model(args.model) if procs.is_main else None  # hashed once: 13 GB at 7B
+    for pairs_path, out, pairs, dropped in splits:
+        result, counts = compute(model, tokenizer, pairs, limits, token_budget(args), procs)
+        if procs.is_main:
+            inputs = {str(pairs_path): sha256_file(pairs_path), str(args.model): model_sha256}
+            write_split(args, inputs, out, result, dropped, counts, procs.world_size)
     distributed.shutdown()
+
+
+def checked_pairs(path: Path, tokenizer, args) -> tuple[pl.DataFrame, int]:
+    """The pairs of `path`, less those --on-malformed drops, and how many it dropped."""
+    return drop_or_refuse_eos(pl.read_parquet(path), tokenizer, path, PAIR_TEXT, args.on_malformed)
+
+
+RECORDED_SETTINGS = (
+    "batch_size",
+    "max_tokens",
+    "precision",
+    "max_length",
+    "max_prompt_length",
+    "on_malformed",
+)
+
+
+def write_split(args, inputs: dict, out: Path, result, dropped: int, counts, world_size: int):
+    """One split's parquet and, beside it, its JSON record; `inputs` maps the pairs file and the
+    model to their sha256."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, needed_bytes=result.estimated_size()) as tmp:
+        result.write_parquet(tmp)
+    settings = {k: v for k, v in vars(args).items() if k in RECORDED_SETTINGS}
+    write_json(
+        out.with_suffix(".json"),
+        {
+            "stage": "ref-logps",
+            "settings": settings | {"max_tokens_applied": token_budget(args)},
+            "inputs": inputs,
+            "outputs": {str(out): sha256_file(out)},
+            "pairs": result.height,
+            "pairs_dropped": {"text contains EOS": dropped},
+            "pairs_per_process": counts,
+            "software": software_versions(),
+            "run": run_context(),
+            "command": command_line(),
+        },
+    )
+    pairs_path = next(iter(inputs))
+    print(
+        f"ref-logps: {result.height} pairs from {pairs_path} ({dropped} dropped: text contains "
+        f"EOS) on {world_size} process(es) -> {out}"
+    )

@@ -1,19 +1,23 @@
 # Reference log-probs: the frozen SFT model scores every pair once; DPO reads the result.
+# One job scores both splits, so the model loads (and, on a cluster, queues for a GPU) once.
 
 
 rule ref_logps:
     input:
         model=SFT_MODEL,
-        pairs=f"{DATA_DIR}/pairs-{{split}}.parquet",
+        train=f"{DATA_DIR}/pairs-train.parquet",
+        test=f"{DATA_DIR}/pairs-test.parquet",
         code=stage_code("ref_logps"),
         image=image_input(),
     output:
-        logps=f"{REF_LOGPS_DIR}/{{split}}.parquet",
-        record=f"{REF_LOGPS_DIR}/{{split}}.json",
+        train=f"{REF_LOGPS_DIR}/train.parquet",
+        train_record=f"{REF_LOGPS_DIR}/train.json",
+        test=f"{REF_LOGPS_DIR}/test.parquet",
+        test_record=f"{REF_LOGPS_DIR}/test.json",
     log:
-        "results/logs/ref_logps-{split}.log",
+        "results/logs/ref_logps.log",
     benchmark:
-        "results/benchmarks/ref_logps-{split}.tsv"
+        "results/benchmarks/ref_logps.tsv"
     conda:
         "../envs/train.yaml"
     container:
@@ -27,5 +31,6 @@ rule ref_logps:
             "reference", "tokenization", "reproducibility", ("data", ["on_malformed"])
         ),
     shell:
-        "{params.launcher} -m amber_repro ref-logps --model {input.model} --pairs {input.pairs} "
-        "--out {output.logps} {params.flags} > {log} 2>&1"
+        "{params.launcher} -m amber_repro ref-logps --model {input.model} "
+        "--pairs {input.train} {input.test} --out {output.train} {output.test} "
+        "{params.flags} > {log} 2>&1"

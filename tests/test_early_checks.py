@@ -145,3 +145,40 @@ def test_ref_logps_and_dpo_drop_the_same_pairs(data, tmp_path):
     assert report["pairs_dropped"] == {"text contains EOS": 1}
     assert report["dpo_rewards"]["pairs"] == 5
     assert report["models"]["dpo"]["tasks"]["saferlhf_preference"]["samples"] == 5
+
+
+def test_one_ref_logps_process_scores_several_splits_as_separate_runs_do(data, tmp_path):
+    """The workflow scores train and test in one process (one model load): each output must equal
+    a run on that split alone, with its own record; an EOS text in the second split stops the
+    run before the first split's output is written."""
+    alone = {name: tmp_path / f"alone-{name}.parquet" for name in ("clean", "pairs")}
+    assert ref_logps(data, data["clean"], alone["clean"]).returncode == 0
+    flags = ["--on-malformed", "drop"]
+    assert ref_logps(data, data["pairs"], alone["pairs"], *flags).returncode == 0
+    together = [tmp_path / "together-clean.parquet", tmp_path / "together-pairs.parquet"]
+    result = cli(
+        "ref-logps", "--model", data["model"], "--pairs", data["clean"], data["pairs"],
+        "--out", *together, "--max-length", "64", "--max-prompt-length", "32",
+        "--batch-size", "4", *flags,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name, out in zip(("clean", "pairs"), together, strict=True):
+        assert pl.read_parquet(out).equals(pl.read_parquet(alone[name])), name
+        record = json.loads(out.with_suffix(".json").read_text())
+        other = data["pairs" if name == "clean" else "clean"]
+        assert str(data[name]) in record["inputs"] and str(other) not in record["inputs"]
+        assert record["outputs"] == {str(out): record["outputs"][str(out)]}
+    assert json.loads(together[1].with_suffix(".json").read_text())["pairs"] == 5
+
+    refused = tmp_path / "refused"
+    result = cli(
+        "ref-logps", "--model", data["model"], "--pairs", data["clean"], data["pairs"],
+        "--out", refused / "clean.parquet", refused / "pairs.parquet",
+    )  # fmt: skip
+    assert_refused(result, data["pairs"], "chosen")
+    assert not refused.exists()
+
+    mismatched = cli("ref-logps", "--model", data["model"], "--pairs", data["clean"], data["pairs"],
+                     "--out", tmp_path / "one.parquet")  # fmt: skip
+    assert mismatched.returncode != 0
+    assert "2 --pairs file(s) but 1 --out file(s)" in mismatched.stderr

@@ -75,6 +75,9 @@ def stage_command(stage: str, pipeline, out: Path) -> list[str]:
             "32",
             "--precision",
             "float32",
+            # Length-grouped forward passes (as the embedded preset runs them) resume exactly too.
+            "--length-group-min-saving",
+            "128",
         ]
     return [
         sys.executable,
