@@ -160,6 +160,8 @@ def run_filter(raw_paths: list[Path], source_path: Path, out_dir: Path, on_malfo
     # Write only after every split passed, so a bad test split cannot leave a half-updated set.
     manifest = {
         "source": {k: source.get(k) for k in ("kind", "dataset", "revision", "commit", "seed")},
+        # The synthetic data's overlap and length statistics (absent for the hub's data).
+        **({"statistics": source["statistics"]} if "statistics" in source else {}),
         "on_malformed": on_malformed,
         "splits": {},
         "inputs": {str(source_path): sha256_file(source_path)},

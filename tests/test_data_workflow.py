@@ -14,6 +14,10 @@ def test_snakemake_builds_the_data_targets_on_the_embedded_default(workdir):
     data = workdir.path / "results" / "ambersafe" / "data"
     manifest = read_json(data / "manifest.json")
     assert manifest["source"]["kind"] == "synthetic"
+    # The generator's overlap statistics travel into the manifest: the held-out split is unseen.
+    source = read_json(workdir.path / "results" / "raw" / "pku-saferlhf" / "source.json")
+    assert manifest["statistics"] == source["statistics"]
+    assert manifest["statistics"]
     for split in ("train", "test"):
         raw = pl.read_parquet(
             workdir.path / "results" / "raw" / "pku-saferlhf" / f"{split}.parquet"
