@@ -1,6 +1,8 @@
 # The README's two commands: `make run` (the main job on the embedded default) and `make test`.
 # Both first install the locked dependencies into .venv (once; again when the lock changes).
 VENV ?= .venv
+# FastChat, the oracle of the AmberChat loss-mask tests (its target below).
+FASTCHAT_VENV ?= .venv-fastchat
 BIN := $(VENV)/bin
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -15,7 +17,7 @@ SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 run: $(VENV)/.installed
 	snakemake --cores $(CORES)
 
-test: $(VENV)/.installed system-packages
+test: $(VENV)/.installed $(FASTCHAT_VENV)/.installed system-packages
 	python -m pytest -q
 
 # Peer benchmark: our DPO stage against TRL's DPOTrainer on the same work (bench/peer_trl_dpo.py
@@ -34,6 +36,18 @@ $(BENCH_VENV)/.installed: $(VENV)/.installed pyproject.toml
 	run=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	echo "import site; site.addsitedir('$$run')" > "$$site/amber-run-environment.pth"
 	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	touch $@
+
+# FastChat 0.2.34, the oracle tests/test_chat_oracle.py checks our AmberChat loss mask against, in its
+# own environment like $(BENCH_VENV): its pins (pydantic<2, ...) clash with ours, and .venv stays
+# the lock. --no-deps: its train.py needs only what .venv has (torch, transformers, accelerate).
+$(FASTCHAT_VENV)/.installed: $(VENV)/.installed tests/oracle/fastchat-requirements.txt
+	python3 -m venv $(FASTCHAT_VENV)
+	site=$$($(FASTCHAT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	run=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	echo "import site; site.addsitedir('$$run')" > "$$site/amber-run-environment.pth"
+	$(FASTCHAT_VENV)/bin/python -m pip install -q --no-deps --require-hashes \
+	  -r tests/oracle/fastchat-requirements.txt
 	touch $@
 
 # Installs the SLURM test cluster's packages when one of its programs is missing (as root, with apt);
