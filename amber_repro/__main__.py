@@ -42,6 +42,30 @@ STAGES = {
         "main",
         "build the embedded tiny LLaMA and its tokenizer",
     ),
+    "chat-download": (
+        "amber_repro.chat_download",
+        "add_arguments",
+        "main",
+        "fetch one AmberChat source file at a pinned revision, sha256 checked",
+    ),
+    "chat-synthesize": (
+        "amber_repro.chat_synthetic",
+        "add_arguments",
+        "main",
+        "generate the embedded synthetic conversations (both source schemas)",
+    ),
+    "chat-data": (
+        "amber_repro.chat_data",
+        "add_arguments",
+        "main",
+        "mix, shuffle (seeded) and split the AmberChat conversations",
+    ),
+    "chat-base": (
+        "amber_repro.chat_tokenizer",
+        "add_arguments",
+        "main",
+        "build the embedded tiny Amber with a LLaMA-style SentencePiece tokenizer",
+    ),
     "sft": ("amber_repro.sft", "add_arguments", "main", "supervised finetuning on the SFT targets"),
     "ref-logps": (
         "amber_repro.ref_logps",
@@ -72,6 +96,42 @@ STAGES = {
         "add_arguments",
         "main",
         "greedy generations for held-out prompts",
+    ),
+    "download-safety-prompts": (
+        "amber_repro.safety_download",
+        "add_prompts_arguments",
+        "main_prompts",
+        "fetch the harmful prompts of the safety evaluation at a pinned revision",
+    ),
+    "download-judge": (
+        "amber_repro.safety_download",
+        "add_judge_arguments",
+        "main_judge",
+        "fetch the safety judge model at a pinned revision (weights as safetensors)",
+    ),
+    "safety-answers": (
+        "amber_repro.safety_answers",
+        "add_arguments",
+        "main",
+        "greedy answers of each model to harmful prompts",
+    ),
+    "safety-judge": (
+        "amber_repro.safety_eval",
+        "add_arguments",
+        "main",
+        "judge the answers safe or unsafe: harmless_rate with a confidence interval",
+    ),
+    "chat-sft": (
+        "amber_repro.chat_sft",
+        "add_arguments",
+        "main",
+        "instruction finetuning Amber -> AmberChat (FastChat's recipe)",
+    ),
+    "chat-eval": (
+        "amber_repro.chat_eval",
+        "add_arguments",
+        "main",
+        "lm-eval, held-out loss and generations of Amber and AmberChat -> eval.json",
     ),
     "plots": (
         "amber_repro.plots",

@@ -46,6 +46,10 @@ RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
 RAW_DIR = "raw/pku-saferlhf"
 DATA_SOURCE = f"{RAW_DIR}/source.json"
 BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_repro.json"]
+# base_model.source amberchat: AmberSafe starts from this run's AmberChat (chat-sft's record),
+# trained from the Amber folder (downloaded, or tiny and built here).
+CHAT_MODEL_DIR = "amberchat/model"
+AMBER_SOURCES = ["amberchat/amber/amber_repro_source.json", "amberchat/amber/amber_repro.json"]
 FORMATS = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl"}
 FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
 
@@ -183,12 +187,14 @@ def container_image(crate, image: str | None):
 
 
 def source_entities(crate, data: dict, model: dict) -> dict:
-    """The dataset and model the download jobs fetched, as web entities at the revision asked (the
+    """The dataset and models the download jobs fetched, as web entities at the revision asked (the
     commit it resolved to as `identifier`), keyed by the rule that fetched them."""
     found = {}
+    amber = model.get("trained_from", {})
     for rule, source, name, url in [
         ("download_data", data, data.get("dataset"), "https://huggingface.co/datasets/"),
         ("download_base_model", model, model.get("model"), "https://huggingface.co/"),
+        ("download_amber", amber, amber.get("model"), "https://huggingface.co/"),
     ]:
         if source.get("kind") == "hub":
             version, commit = source.get("revision"), source.get("commit")
@@ -256,13 +262,35 @@ def host_hardware() -> dict:
     return provenance.hardware()
 
 
+def downloaded_or_tiny(results: Path, names: list[str]) -> dict:
+    """The first of a model folder's records; the tiny model's record names no kind."""
+    record = first_record(results, names)
+    return {"kind": "tiny", **record} if record else {}
+
+
+def base_model_record(config: dict, results: Path) -> dict:
+    """The record of the model AmberSafe starts from: base_model/ (hub or tiny), or with
+    base_model.source amberchat this run's AmberChat, with the Amber it was trained from."""
+    if config.get("base_model", {}).get("source") != "amberchat":
+        return downloaded_or_tiny(results, BASE_MODEL_SOURCES)
+    chat = first_record(results, [f"{CHAT_MODEL_DIR}/amber_repro.json"])
+    if not chat:
+        return {}
+    return {
+        "kind": "amberchat",
+        "model": f"results/{CHAT_MODEL_DIR}",
+        "stage": chat.get("stage"),
+        "template": chat.get("template"),
+        "trained_from": downloaded_or_tiny(results, AMBER_SOURCES),
+    }
+
+
 def run_facts(config: dict, results: Path) -> dict:
     """The run context: commit, dirty flag, diff hash, config hash, lock hash, sources, hardware."""
     context = provenance.run_context()
     data = first_record(results, [DATA_SOURCE])
-    model = first_record(results, BASE_MODEL_SOURCES)
+    model = base_model_record(config, results)
     data_files = {f.name: sha256_of(f) for f in sorted((results / RAW_DIR).glob("*.parquet"))}
-    model = {"kind": "tiny", **model} if model else {}  # the tiny model's record names no kind
     return {
         "config_sha256": provenance.config_sha256(config),
         **{k: context.get(k) for k in ("git_commit", "git_dirty", "git_diff_sha256")},

@@ -5,6 +5,10 @@ eval.json (schema_version 1):
   models.<name>.path / .weights_sha256        which checkpoint was evaluated
   models.<name>.tasks.<task>.<metric>          e.g. acc, acc_stderr, acc_norm, acc_norm_stderr
   models.<name>.tasks.<task>.num_fewshot / .samples
+  models.<name>.harmless_rate                  {value, ci_low, ci_high, safe, total, empty}: answers
+                                               to harmful prompts judged safe (safety_eval.py)
+  safety                                       the judge's identity and accuracy, the interval's
+                                               level, the verdicts file and its sha256
   dpo_rewards.{rewards/accuracies, rewards/margins, rewards/chosen, rewards/rejected, pairs, beta,
                loss_type}
   versions.{lm_eval, tasks.<task>, software}
@@ -34,6 +38,7 @@ from amber_repro.pairs import (
 )
 from amber_repro.provenance import (
     command_line,
+    read_json,
     run_context,
     sha256_file,
     software_versions,
@@ -180,6 +185,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ref-logps", type=Path, help="reference log-probs of --pairs (for the DPO rewards)"
     )
     parser.add_argument(
+        "--safety", type=Path, help="the safety-judge verdicts JSON (harmless_rate per model)"
+    )
+    parser.add_argument(
         "--dpo-model", default="dpo", help="which NAME gets the implicit-reward metrics"
     )
     parser.add_argument(
@@ -221,6 +229,21 @@ def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]
     return kept, dropped
 
 
+def merge_safety(report: dict, verdicts_path: Path) -> None:
+    """Copy each evaluated model's harmless_rate from the verdicts, for the same checkpoint only
+    (an experiment's DPO model is not the default one)."""
+    verdicts = read_json(verdicts_path)
+    for name, entry in report["models"].items():
+        judged = verdicts["models"].get(name)
+        if judged and judged["path"] == entry["path"]:
+            entry["harmless_rate"] = judged["harmless_rate"]
+    report["safety"] = {
+        "judge": verdicts["judge"],
+        "confidence": verdicts["confidence"],
+        "verdicts": {"path": str(verdicts_path), "sha256": sha256_file(verdicts_path)},
+    }
+
+
 def main(args: argparse.Namespace) -> None:
     T.set_determinism(args.deterministic)
     started = time.perf_counter()
@@ -245,9 +268,13 @@ def main(args: argparse.Namespace) -> None:
         print(
             f"{name}: "
             + ", ".join(
-                f"{task} acc {s.get('acc', float('nan')):.4f}" for task, s in scores.items()
+                f"{task} acc {s.get('acc', float('nan')):.4f} "
+                f"acc_norm {s.get('acc_norm', float('nan')):.4f}"
+                for task, s in scores.items()
             )
         )
+    if args.safety:
+        merge_safety(report, args.safety)
     if args.dpo_model in models and args.ref_logps:
         report["dpo_rewards"] = dpo_rewards(
             Path(models[args.dpo_model]), pairs_path, args.ref_logps, args

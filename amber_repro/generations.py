@@ -13,6 +13,8 @@ from amber_repro.configuration import add_settings_arguments
 from amber_repro.provenance import atomic_write_text
 from amber_repro.settings import GenerationSettings, Reproducibility
 
+TEMPLATE = "none (the raw prompt, as SFT and DPO were trained)"
+
 
 @torch.no_grad()
 def generate(model_path: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -71,6 +73,10 @@ def main(args: argparse.Namespace) -> None:
             f"Models: {', '.join(f'{n} (`{p}`)' for n, p in models.items())}; "
             f"at most {args.max_new_tokens} new tokens."
         ),
+        "",
+        # SFT and DPO were trained on the raw prompt (the DPO reference's tokenization), so they
+        # are prompted the same way, whatever their model cards suggest (docs/amberchat.md).
+        f"Template: {TEMPLATE}.",
         "",
     ]
     for index, prompt in enumerate(prompts):

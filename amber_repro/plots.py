@@ -58,6 +58,17 @@ EVAL_TABLE = _TEMPLATES.from_string("""\
 {%- endfor %}</tr>
 {% endfor %}
 </table>
+{% if harmless %}
+<table>
+<tr><th>model</th><th>harmless_rate</th><th>{{ confidence }} interval</th><th>safe / answers</th>\
+<th>empty answers</th></tr>
+{% for row in harmless %}
+<tr><td>{{ row.model }}</td><td>{{ row.value }}</td><td>{{ row.interval }}</td>\
+<td>{{ row.counts }}</td><td>{{ row.empty }}</td></tr>
+{% endfor %}
+</table>
+<p>Judge: {{ judge }}</p>
+{% endif %}
 {% if rewards %}
 <p>DPO implicit rewards on the held-out pairs: {{ rewards | join(", ") }}</p>
 {% endif %}
@@ -92,7 +103,38 @@ def eval_table(eval_json: Path, out: Path) -> None:
         for k, v in (report.get("dpo_rewards") or {}).items()
         if k.startswith("rewards/")
     ]
-    atomic_write_text(out, EVAL_TABLE.render(rows=rows, rewards=rewards))
+    harmless, confidence, judge = harmless_rows(report)
+    atomic_write_text(
+        out,
+        EVAL_TABLE.render(
+            rows=rows, rewards=rewards, harmless=harmless, confidence=confidence, judge=judge
+        ),
+    )
+
+
+def harmless_rows(report: dict) -> tuple[list[dict], str, str]:
+    """One row per model with a harmless_rate; the interval's level; the judge in words."""
+    rows = [
+        {
+            "model": model,
+            "value": f"{rate['value']:.3f}",
+            "interval": f"[{rate['ci_low']:.3f}, {rate['ci_high']:.3f}]",
+            "counts": f"{rate['safe']} / {rate['total']}",
+            "empty": rate["empty"],
+        }
+        for model, entry in report["models"].items()
+        if (rate := entry.get("harmless_rate"))
+    ]
+    safety = report.get("safety") or {}
+    judge = safety.get("judge") or {}
+    if judge.get("kind") == "classifier":
+        words = (
+            f"classifier trained on the training split's labels, held-out accuracy "
+            f"{judge['heldout_accuracy']:.3f} on {judge['heldout_examples']} responses"
+        )
+    else:
+        words = f"{judge.get('model')} at {judge.get('commit') or judge.get('revision')}"
+    return rows, f"{100 * safety.get('confidence', 0.95):g}%", words
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -238,3 +238,27 @@ def hardware() -> dict:
             for i in range(torch.cuda.device_count())
         ]
     return found
+
+
+def dag_order(jobs: list[dict]) -> list[dict]:
+    """The jobs (each with "inputs" and "outputs" paths) reordered so that every job comes after
+    the jobs making its inputs, otherwise keeping their order: the crate lists them so. An input
+    inside an output folder counts as that folder's. A cycle (impossible in a Snakemake DAG) is
+    an error naming the jobs left."""
+    maker = {Path(path): i for i, job in enumerate(jobs) for path in job["outputs"]}
+
+    def makers(job: dict) -> set[int]:
+        found = set()
+        for path in map(Path, job["inputs"]):
+            found |= {maker[p] for p in (path, *path.parents) if p in maker}
+        return found
+
+    needs = [makers(job) - {i} for i, job in enumerate(jobs)]
+    placed: list[int] = []
+    while len(placed) < len(jobs):
+        ready = [i for i in range(len(jobs)) if i not in placed and needs[i] <= set(placed)]
+        if not ready:
+            left = [jobs[i]["job"] for i in range(len(jobs)) if i not in placed]
+            raise ValueError(f"the jobs {left} depend on each other in a cycle")
+        placed.append(ready[0])
+    return [jobs[i] for i in placed]

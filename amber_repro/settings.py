@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -23,34 +21,26 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# Patterns use explicit ASCII classes: a regex \w would admit any Unicode letter.
-NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a name part: starts with a letter or digit
-PATH_PART = r"[A-Za-z0-9_.+-]+"  # a path component in the portable character set
-
-# A Hugging Face repository id: namespace/name.
-HubId = Annotated[str, StringConstraints(pattern=rf"^{NAME}/{NAME}$", max_length=200)]
-# A git revision: a 40-hex commit sha, or a tag or branch name (may contain '/').
-Revision = Annotated[str, StringConstraints(pattern=rf"^(?:[0-9a-f]{{40}}|{NAME}(?:/{NAME})*)$")]
-SplitName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
-# A file-system path, relative to the working directory or absolute.
-PortablePath = Annotated[str, StringConstraints(pattern=rf"^/?{PATH_PART}(?:/{PATH_PART})*/?$")]
-# An Apptainer image: a local path, or a docker://, oras://, library:// or shub:// URI (pin a
-# digest).
-IMAGE_URI = rf"(?:docker|oras|library|shub)://{PATH_PART}(?:[/:@]{PATH_PART})*"
-ImageRef = Annotated[
-    str, StringConstraints(pattern=rf"^(?:{IMAGE_URI}|/?{PATH_PART}(?:/{PATH_PART})*)$")
-]
-# An lm-eval task with an optional few-shot count: "arc_challenge:25".
-HarnessTask = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?::[0-9]+)?$")
-]
-Precision = Literal["float32", "bf16"]
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors, values are checked on assignment too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from amber_repro.chat_settings import AmberChatSettings
+from amber_repro.settings_eval import (  # noqa: F401 (re-exported: stages import them from here)
+    EvalSettings,
+    GenerationSettings,
+    SafetyJudge,
+    SafetyPrompts,
+    SafetySettings,
+)
+from amber_repro.settings_types import (  # noqa: F401 (re-exported: stages import them from here)
+    NAME,
+    PATH_PART,
+    HarnessTask,
+    HubId,
+    ImageRef,
+    PortablePath,
+    Precision,
+    Revision,
+    Section,
+    SplitName,
+)
 
 
 class HubSplits(Section):
@@ -103,8 +93,10 @@ class TinyModel(Section):
 
 
 class BaseModelSettings(Section):
-    source: Literal["hub", "tiny"] = Field(
-        "hub", description="hub: base_model.hub; tiny: build base_model.tiny here, offline"
+    source: Literal["hub", "tiny", "amberchat"] = Field(
+        "hub",
+        description="hub: base_model.hub; tiny: build base_model.tiny here, offline; amberchat: "
+        "this workflow's own AmberChat (results/amberchat/model, built from amberchat.*)",
     )
     hub: HubModel = Field(default_factory=HubModel, description="the pinned hub model")
     tiny: TinyModel = Field(default_factory=TinyModel, description="the embedded tiny model")
@@ -166,35 +158,18 @@ class DPOSettings(Training):
     eval_every: int = Field(500, ge=1, description="optimizer steps between held-out evaluations")
     eval_examples: int = Field(256, ge=1, description="held-out pairs per evaluation")
     eval_batch_size: int = Field(32, ge=1, description="pairs per held-out forward pass")
-
-
-class GenerationSettings(Section):
-    prompts: int = Field(16, ge=1, description="held-out prompts to answer greedily")
-    max_new_tokens: int = Field(256, ge=1, description="tokens generated per prompt at most")
-
-
-class EvalSettings(Section):
-    models: list[Literal["base", "sft", "dpo"]] = Field(
-        ["base", "sft", "dpo"], min_length=1, description="checkpoints to evaluate"
-    )
-    harness_tasks: list[HarnessTask] = Field(
-        ["arc_challenge:25", "hellaswag:10", "mmlu:5", "truthfulqa_mc2:0", "winogrande:5"],
-        description="lm-eval tasks as name:shots (LLM360's reported set)",
-    )
-    batch_size: int = Field(16, ge=1, description="documents per forward batch")
-    limit: int | None = Field(None, ge=1, description="documents per task at most; null: all")
-    bootstrap_iters: int = Field(100000, ge=0, description="lm-eval's bootstrap resamples")
-    datasets_cache: PortablePath = Field(
-        "results/hf_datasets", description="harness datasets, fetched on the submit host"
-    )
-    generations: GenerationSettings = Field(
-        default_factory=GenerationSettings, description="greedy generations of SFT and DPO"
+    length_group_min_saving: int = Field(
+        0,
+        ge=0,
+        description="run a micro-batch's sequences in length groups, one forward pass each, "
+        "where a pass saves more than this many padded tokens; 0: one padded pass (the recipe's). "
+        "Same batches and losses (to float rounding); single-process runs only",
     )
 
 
 class JobResources(Section):
     gpus: int = Field(ge=0, description="GPUs per node (and processes per node)")
-    nodes: int = Field(1, ge=1, description="nodes (sft, ref_logps and dpo only)")
+    nodes: int = Field(1, ge=1, description="nodes (amberchat, sft, ref_logps and dpo only)")
     cpus: int = Field(ge=1, description="CPUs per node (also the local thread count)")
     mem_mb: int = Field(ge=100, description="memory per node, MB")
     runtime_min: int = Field(ge=1, description="time limit, minutes")
@@ -217,6 +192,11 @@ class Resources(Section):
     dpo: JobResources = _job(8, 64, 480000, 2880)
     evaluate: JobResources = _job(1, 8, 64000, 720)
     generate: JobResources = _job(1, 8, 64000, 120)
+    # FastChat's AmberChat run: one node of 8 x 80 GB A100 (docs/amberchat.md has the arithmetic).
+    amberchat: JobResources = _job(8, 64, 480000, 4320)
+    amberchat_eval: JobResources = _job(1, 8, 64000, 720)
+    safety_answers: JobResources = _job(1, 8, 64000, 240)
+    safety_judge: JobResources = _job(1, 8, 64000, 120)
 
 
 class Reproducibility(Section):
@@ -279,6 +259,10 @@ class Config(Section):
     container: ContainerSettings = Field(
         default_factory=ContainerSettings, description="the GPU rules' image"
     )
+    amberchat: AmberChatSettings = Field(
+        default_factory=AmberChatSettings,
+        description="Amber -> AmberChat: instruction finetuning and its evaluation",
+    )
     experiments: dict[ExperimentName, Experiment] = Field(
         default_factory=dict,
         description="named DPO variants sharing everything upstream: name -> {dpo: ..., eval: ...}",
@@ -307,7 +291,8 @@ class Config(Section):
 
 CONFLICT = "settings_conflict"  # the error type; its message already names the key's value
 TRAINING_JOBS = ("sft", "dpo")  # their batch_size is GLOBAL: split over micro-steps and processes
-MULTI_NODE_JOBS = ("dpo", "ref_logps", "sft")  # started with torchrun on every node (launch.py)
+# Started with torchrun on every node (launch.py).
+MULTI_NODE_JOBS = ("amberchat", "dpo", "ref_logps", "sft")
 
 
 def processes_per_node(job: JobResources) -> int:
@@ -326,6 +311,9 @@ def conflicts(config: Config) -> list[tuple[tuple[str, ...], object, str]]:
     return [
         *_tokenization_conflicts(config.tokenization),
         *_batch_conflicts(config),
+        *batch_conflicts(
+            ("amberchat", "train"), config.amberchat.train, "amberchat", config.resources.amberchat
+        ),
         *_resource_conflicts(config.resources),
         *experiment_conflicts(config),
     ]

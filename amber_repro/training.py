@@ -26,8 +26,13 @@ from amber_repro.tokenization import Limits
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, settings: type[Training]) -> None:
-    """A training stage's paths, its settings (defaults: the recipe's) and the tokenization's."""
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    settings: type[Training],
+    sections: tuple = (Tokenization, Reproducibility),
+) -> None:
+    """A training stage's paths, its settings (defaults: the recipe's) and the tokenization's
+    (AmberChat, which truncates its own way, passes other `sections`)."""
     parser.add_argument(
         "--model", type=Path, required=True, help="save_pretrained folder to start from"
     )
@@ -43,7 +48,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, settings: type[Train
         default=None,
         help="stop after this many optimizer steps (smoke runs)",
     )
-    add_settings_arguments(parser, settings, Tokenization, Reproducibility)
+    add_settings_arguments(parser, settings, *sections)
 
 
 def training_settings(args: argparse.Namespace) -> dict:

@@ -1,22 +1,21 @@
 # Helpers shared by the rules: config validation, paths, and what each stage's code is.
+# Stage-specific helpers are in rules/*_common.smk, included right after this file.
 import json
 import os
-import re
 import shlex
 import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.io import expand
-from snakemake.iocontainers import Wildcards
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from amber_repro.codedeps import stage_files
 from amber_repro.configuration import resolve, settings_flags
 from amber_repro.errors import ConfigError
-from amber_repro.experiments import DEFAULT, experiment_names, experiment_settings
 from amber_repro.launch import launch_prefix
 from amber_repro.provenance import run_context_env, sha256_file
+from amber_repro.settings import MULTI_NODE_JOBS
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
@@ -66,7 +65,24 @@ SFT_MODEL = "results/ambersafe/sft"
 REF_LOGPS_DIR = "results/ambersafe/ref_logps"
 DPO_MODEL = "results/ambersafe/dpo"
 EVAL_DIR = "results/ambersafe"
+# AmberChat: Amber -> AmberChat (rules/amberchat_data.smk, rules/amberchat_model.smk).
+CHAT_DIR = "results/amberchat"
+CHAT_RAW_DIR = "results/raw/amberchat"
+CHAT_DATA_DIR = f"{CHAT_DIR}/data"
+CHAT_AMBER_DIR = f"{CHAT_DIR}/amber"
+CHAT_MODEL = f"{CHAT_DIR}/model"
+CHAT_EVAL = f"{CHAT_DIR}/eval.json"
+CHAT_STATE_DIR = f"{CHAT_DIR}/.state"
+if config["base_model"]["source"] == "amberchat":
+    # AmberSafe starts from this workflow's own AmberChat: Amber -> AmberChat -> AmberSafe.
+    BASE_MODEL = CHAT_MODEL
 MODEL_DIRS = {"base": BASE_MODEL, "sft": SFT_MODEL, "dpo": DPO_MODEL}
+# The generation-based safety evaluation (rules/safety.smk).
+SAFETY_DIR = f"{EVAL_DIR}/safety"
+SAFETY_ANSWERS = f"{SAFETY_DIR}/answers.parquet"
+SAFETY_VERDICTS = f"{SAFETY_DIR}/verdicts.json"
+SAFETY_PROMPTS_DIR = "results/raw/safety-prompts"
+JUDGE_MODEL = "results/judge_model"
 # Resumable checkpoints live outside the outputs: Snakemake deletes a job's outputs before it runs.
 STATE_DIR = "results/ambersafe/.state"
 PACKAGE_DIR = Path(workflow.basedir) / "amber_repro"
@@ -114,6 +130,7 @@ def eval_inputs(wildcards):
         **eval_models(),
         "pairs": f"{DATA_DIR}/pairs-test.parquet",
         "ref_logps": f"{REF_LOGPS_DIR}/test.parquet",
+        "safety": SAFETY_VERDICTS,
         "code": stage_code("evaluation"),
         "image": image_input(),
     }
@@ -163,8 +180,10 @@ def final_targets():
         DPO_MODEL,
         *expand(f"{REF_LOGPS_DIR}/{{split}}.parquet", split=SPLITS),
         *experiment_targets(),
+        *amberchat_targets(),
         CRATE,
         f"{EVAL_DIR}/eval.json",
+        SAFETY_VERDICTS,
         f"{EVAL_DIR}/generations.md",
         f"{EVAL_DIR}/report/sft_curves.png",
         f"{EVAL_DIR}/report/dpo_curves.png",
@@ -172,31 +191,16 @@ def final_targets():
     ]
 
 
-def experiment_targets():
-    """With experiments configured: each one's outputs and the sweep's comparison."""
-    if not config["experiments"]:
-        return []
-    outputs = [
-        experiment_outputs(name)[kind]
-        for name in config["experiments"]
-        for kind in ("dpo", "generations")
-    ]
-    return [*outputs, SWEEP]
-
-
 def job_resource(rule_name, key):
     """One of config["resources"][rule]: gpus, cpus, mem_mb, runtime_min."""
     return config["resources"][rule_name][key]
 
 
-MULTI_NODE_RULES = {"sft", "ref_logps", "dpo"}
-
-
 def nodes_of(rule_name):
     nodes = config["resources"][rule_name]["nodes"]
-    if nodes > 1 and rule_name not in MULTI_NODE_RULES:
+    if nodes > 1 and rule_name not in MULTI_NODE_JOBS:
         raise WorkflowError(
-            f"resources.{rule_name}.nodes: {nodes}, but only {', '.join(sorted(MULTI_NODE_RULES))} "
+            f"resources.{rule_name}.nodes: {nodes}, but only {', '.join(sorted(MULTI_NODE_JOBS))} "
             "run on several nodes"
         )
     return nodes
@@ -232,7 +236,17 @@ def launcher(rule_name):
     )
 
 
-GPU_RULES = {"sft", "ref_logps", "dpo", "evaluate", "generate"}
+GPU_RULES = {
+    "sft",
+    "ref_logps",
+    "dpo",
+    "evaluate",
+    "generate",
+    "safety_answers",
+    "safety_judge",
+    "amberchat",
+    "amberchat_eval",
+}
 
 
 def runs_in_apptainer():
@@ -312,161 +326,3 @@ def build_image(input, output, log):
     with open(output.record, "w") as record:
         for path in (output.sif, input.definition, input.lock):
             record.write(f"{sha256_file(path)}  {os.path.relpath(path)}\n")
-
-
-# The provenance crate (rules/provenance.smk).
-NOT_JOBS = {"all", "build_container", "provenance"}
-CRATE = "results/ro-crate-metadata.json"
-
-
-def not_code(paths):
-    """Paths other than the package's files (the crate records the commit instead)."""
-    package = PACKAGE_DIR.resolve()
-    return [
-        str(path) for path in paths if not Path(path).resolve().is_relative_to(package)
-    ]
-
-
-def job_wildcards(step):
-    """Each job of a rule, as its wildcards: ref_logps runs once per split, an experiment's rules
-    once per configured experiment, the others once."""
-    if "split" in step.wildcard_names:
-        return [{"split": split} for split in SPLITS]
-    if "experiment" in step.wildcard_names:
-        return [{"experiment": name} for name in config["experiments"]]
-    return [{}]
-
-
-def dag_jobs():
-    """Every job of the DAG in order (raw data first, report last), with its inputs, outputs, log and
-    the image it runs in: the crate's record of which job made which file."""
-    jobs = []
-    for step in workflow.rules:
-        if step.name in NOT_JOBS:
-            continue
-        for values in job_wildcards(step):
-            wildcards = Wildcards(fromdict=values)
-            label = ",".join(f"{k}={v}" for k, v in values.items())
-            jobs.append(
-                {
-                    "job": f"{step.name}[{label}]" if label else step.name,
-                    "rule": step.name,
-                    # Snakemake's own expansion of the rule for these wildcards.
-                    "inputs": not_code(step.expand_input(wildcards)[0]),
-                    "outputs": not_code(step.expand_output(wildcards)[0]),
-                    "log": str(step.expand_log(wildcards)[0]),
-                    "benchmark": (
-                        str(step.expand_benchmark(wildcards))
-                        if step.benchmark
-                        else None
-                    ),
-                    "container": (
-                        config["container"]["image"]
-                        if runs_in_apptainer() and step.name in GPU_RULES
-                        else None
-                    ),
-                }
-            )
-    return jobs
-
-
-def dag_outputs(jobs):
-    return sorted({path for job in jobs for path in job["outputs"]})
-
-
-# Named experiments (rules/experiments.smk, amber_repro/experiments.py): DPO variants that share the
-# data, the SFT checkpoint and the reference log-probs.
-EXPERIMENTS_DIR = f"{EVAL_DIR}/experiments"
-SWEEP = f"{EVAL_DIR}/sweep.json"
-
-
-def experiment_name_pattern():
-    """A regex for the {experiment} wildcard: exactly the configured names (none: matches nothing)."""
-    names = [re.escape(name) for name in config["experiments"]]
-    return "|".join(names) if names else "(?!)"
-
-
-def experiment_outputs(name):
-    """An experiment's DPO checkpoint, eval.json and generations; the default keeps the usual paths."""
-    if name == DEFAULT:
-        return {
-            "dpo": DPO_MODEL,
-            "eval": f"{EVAL_DIR}/eval.json",
-            "generations": f"{EVAL_DIR}/generations.md",
-        }
-    folder = f"{EXPERIMENTS_DIR}/{name}"
-    return {
-        "dpo": f"{folder}/dpo",
-        "eval": f"{folder}/eval.json",
-        "generations": f"{folder}/generations.md",
-    }
-
-
-def experiment_dpo_flags(wildcards):
-    dpo, _ = experiment_settings(SETTINGS, wildcards.experiment)
-    return " ".join(
-        [
-            settings_flags(dpo),
-            stage_flags("tokenization", "reproducibility", ("data", ["on_malformed"])),
-        ]
-    )
-
-
-def experiment_eval_flags(wildcards):
-    dpo, evaluation = experiment_settings(SETTINGS, wildcards.experiment)
-    return " ".join(
-        [
-            settings_flags(evaluation, ["batch_size", "bootstrap_iters", "limit"]),
-            settings_flags(dpo, ["beta", "loss"]),
-            stage_flags(("data", ["on_malformed"]), "tokenization", "reproducibility"),
-        ]
-    )
-
-
-def experiment_generation_flags(wildcards):
-    _, evaluation = experiment_settings(SETTINGS, wildcards.experiment)
-    return " ".join(
-        [settings_flags(evaluation.generations), stage_flags("reproducibility")]
-    )
-
-
-def experiment_dpo_model(wildcards):
-    return experiment_outputs(wildcards.experiment)["dpo"]
-
-
-def experiment_model_flag(wildcards):
-    return shlex.join([f"--model=dpo={experiment_dpo_model(wildcards)}"])
-
-
-def experiment_generation_models(wildcards):
-    return shlex.join(
-        [f"--model=sft={SFT_MODEL}", f"--model=dpo={experiment_dpo_model(wildcards)}"]
-    )
-
-
-def experiment_eval_inputs(wildcards):
-    """The default evaluation's inputs, with the experiment's DPO checkpoint as the only model."""
-    inputs = {
-        key: value
-        for key, value in eval_inputs(wildcards).items()
-        if key not in MODEL_DIRS
-    }
-    return {**inputs, "dpo": experiment_dpo_model(wildcards)}
-
-
-def sweep_inputs(wildcards):
-    """Every experiment's eval.json and DPO checkpoint, the default first."""
-    names = experiment_names(SETTINGS)
-    return {
-        "evals": [experiment_outputs(name)["eval"] for name in names],
-        "models": [experiment_outputs(name)["dpo"] for name in names],
-        "code": stage_code("sweep"),
-    }
-
-
-def sweep_flags():
-    flags = []
-    for name in experiment_names(SETTINGS):
-        outputs = experiment_outputs(name)
-        flags += ["--experiment", name, outputs["eval"], outputs["dpo"]]
-    return shlex.join(flags)

@@ -43,11 +43,12 @@ rule evaluate:
         flags=eval_flags(),
         cache=config["eval"]["datasets_cache"],
         work_dir=f"{EVAL_DIR}/.eval_work",
+        safety=shlex.join(["--safety", SAFETY_VERDICTS]),
     shell:
         # Offline: the datasets were cached on the submit host, the models are local folders.
         "HF_DATASETS_CACHE={params.cache:q} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
         "TRANSFORMERS_OFFLINE=1 python -m amber_repro eval {params.models} --pairs {input.pairs} "
-        "--ref-logps {input.ref_logps} {params.tasks} {params.flags} "
+        "--ref-logps {input.ref_logps} {params.safety} {params.tasks} {params.flags} "
         "--work-dir {params.work_dir} --out {output} > {log} 2>&1"
 
 

@@ -35,6 +35,7 @@ use rule evaluate as evaluate_experiment with:
         flags=experiment_eval_flags,
         cache=config["eval"]["datasets_cache"],
         work_dir=f"{EXPERIMENTS_DIR}/{{experiment}}/.eval_work",
+        safety="",  # harmless_rate is measured for the default models only
 
 
 use rule generate as generate_experiment with:

@@ -1,4 +1,6 @@
-# The base model: LLM360/AmberChat at a pinned revision, or the embedded tiny LLaMA.
+# The base model: LLM360/AmberChat at a pinned revision, or the embedded tiny LLaMA. With
+# base_model.source: amberchat there is no rule here: BASE_MODEL is the workflow's own AmberChat
+# (rules/amberchat_model.smk).
 
 if config["base_model"]["source"] == "hub":
 
@@ -20,7 +22,7 @@ if config["base_model"]["source"] == "hub":
             "python -m amber_repro download-model --name {params.name:q} --revision {params.revision:q} "
             "--out-dir {output} > {log} 2>&1"
 
-else:
+elif config["base_model"]["source"] == "tiny":
 
     rule build_tiny_model:
         input:

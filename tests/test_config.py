@@ -15,6 +15,8 @@ from amber_repro.configuration import config_errors, merge
 from amber_repro.settings import Config
 
 PRESETS = REPO / "config" / "presets"
+# The torchrun rules, spelled out (not imported) so that a changed list in the code fails here.
+MULTI_NODE = "amberchat, dpo, ref_logps, sft"
 
 
 def load(name: str) -> dict:
@@ -101,9 +103,7 @@ def test_snakemake_refuses_several_nodes_for_a_rule_that_runs_on_one(workdir):
     output = refused(
         workdir, {"resources": {"evaluate": {"nodes": 2}}}, "results/ambersafe/eval.json"
     )
-    assert (
-        "resources.evaluate.nodes: 2, but only dpo, ref_logps, sft run on several nodes" in output
-    )
+    assert f"resources.evaluate.nodes: 2, but only {MULTI_NODE} run on several nodes" in output
 
 
 # --- settings that must agree: checked at validation, not when a job starts -----------------------
@@ -161,11 +161,11 @@ def test_a_training_batch_must_split_over_micro_steps_and_processes(
 
 
 def test_only_the_torchrun_rules_span_nodes():
-    for rule in ("sft", "ref_logps", "dpo"):
+    for rule in ("sft", "ref_logps", "dpo", "amberchat"):
         assert embedded({"resources": {rule: job(1, nodes=2)}}) == [], rule
-    for rule in ("evaluate", "generate"):
+    for rule in ("evaluate", "generate", "amberchat_eval", "safety_answers", "safety_judge"):
         assert embedded({"resources": {rule: job(1, nodes=2)}}) == [
-            f"resources.{rule}.nodes: 2, but only dpo, ref_logps, sft run on several nodes"
+            f"resources.{rule}.nodes: 2, but only {MULTI_NODE} run on several nodes"
         ]
 
 

@@ -151,7 +151,9 @@ def test_every_output_is_listed_with_its_sha256_under_the_job_that_made_it(
     made_by = {}
     for job in crate.jobs():
         for file_id in ids(job["result"]):
-            made_by[file_id] = job["name"].split("[")[0]  # the job's rule: "ref_logps[split=..."
+            made_by[file_id] = job["name"].split("[")[
+                0
+            ]  # the job's rule: "dpo_experiment[experiment=..."
     assert outputs, "Snakemake's summary lists no outputs"
     for output, rule in outputs.items():
         for path in files_of(pipeline.path / output):
@@ -291,3 +293,72 @@ def test_images_and_hub_sources_are_recorded(tmp_path, monkeypatch):
     with pytest.raises(AmberError, match="missing"):
         jobs[0]["outputs"].append("results/not-there.parquet")
         crate_stage.main(argparse.Namespace(**{**vars(args), "jobs_json": json.dumps(jobs)}))
+
+
+def test_an_amberchat_start_records_the_runs_own_amberchat(tmp_path, monkeypatch):
+    """base_model.source amberchat: the base model is results/amberchat/model (chat-sft's record),
+    trained from the downloaded Amber, even when an older base_model/ folder is still there."""
+    monkeypatch.chdir(tmp_path)
+    amber, chat = Path("results/amberchat/amber"), Path("results/amberchat/model")
+    stale = Path("results/base_model")
+    for folder in (amber, chat, stale):
+        folder.mkdir(parents=True)
+    amber_source = {"kind": "hub", "model": "LLM360/Amber", "revision": "main", "commit": "9" * 40}
+    (amber / "amber_repro_source.json").write_text(json.dumps(amber_source))
+    (amber / "config.json").write_text("{}")
+    (chat / "amber_repro.json").write_text(
+        json.dumps({"stage": "chat-sft", "template": "vicuna_v1.1", "mismatched": [3]})
+    )
+    (stale / "amber_repro.json").write_text(json.dumps({"stage": "tiny"}))
+    jobs = [
+        {
+            "job": "download_amber",
+            "rule": "download_amber",
+            "inputs": [],
+            "outputs": [str(amber)],
+            "log": None,
+            "container": None,
+        },
+        {
+            "job": "amberchat",
+            "rule": "amberchat",
+            "inputs": [str(amber)],
+            "outputs": [str(chat)],
+            "log": None,
+            "container": None,
+        },
+    ]
+    config = {"base_model": {"source": "amberchat"}}
+    args = argparse.Namespace(
+        results=Path("results"),
+        jobs_json=json.dumps(jobs),
+        config_json=json.dumps(config),
+        out=Path(CRATE),
+    )
+    crate_stage.main(args)
+    crate = Crate(Path(CRATE))
+    check_ro_crate(crate, Path("results"))
+    run = crate.run_properties()
+    assert (run["base_model_kind"], run["base_model_name"]) == ("amberchat", str(chat))
+    assert run["base_model_commit"] is None  # AmberChat has no hub commit; Amber's is below
+    hub = crate["https://huggingface.co/LLM360/Amber"]
+    assert ids(crate["#job-download_amber"]["object"]) == [hub["@id"]]
+    assert (hub["version"], hub["identifier"]) == ("main", "9" * 40)
+
+
+def test_jobs_are_put_after_the_jobs_making_their_inputs():
+    """The crate's job order is the DAG's even where the rule files' order is not: chat_data reads
+    the Amber folder that build_tiny_amber, defined after it, makes."""
+    from amber_repro.provenance import dag_order
+
+    def job(name, inputs, outputs):
+        return {"job": name, "inputs": inputs, "outputs": outputs}
+
+    raw = job("synthesize_chat_data", [], ["raw/a.json"])
+    data = job("chat_data", ["raw/a.json", "amber/tokenizer.model"], ["data/c.parquet"])
+    amber = job("build_tiny_amber", ["raw/a.json"], ["amber"])
+    other = job("synthesize_data", [], ["raw/p.parquet"])
+    order = [j["job"] for j in dag_order([raw, data, amber, other])]
+    assert order == ["synthesize_chat_data", "build_tiny_amber", "chat_data", "synthesize_data"]
+    with pytest.raises(ValueError, match="cycle"):
+        dag_order([job("x", ["b"], ["a"]), job("y", ["a"], ["b"])])

@@ -16,7 +16,9 @@ from conftest import Workdir, scheduled_jobs
 
 # The provenance crate describes every output, so it is rebuilt after any change.
 LAST = {"report_figures": 1, "provenance": 1, "all": 1}
-DOWNSTREAM_OF_DPO = {"dpo": 1, "evaluate": 1, "generate": 1, **LAST}
+# The safety answers of base, SFT and DPO, and their verdicts, are redone with the DPO model.
+SAFETY = {"safety_answers": 1, "safety_judge": 1}
+DOWNSTREAM_OF_DPO = {"dpo": 1, "evaluate": 1, "generate": 1, **SAFETY, **LAST}
 
 
 @pytest.fixture
@@ -91,19 +93,19 @@ def test_changing_the_filter_setting_reruns_everything_downstream_of_the_filter(
         "filter_pairs": 1,
         "build_tiny_model": 1,
         "sft": 1,
-        "ref_logps": 2,
+        "ref_logps": 1,
         **DOWNSTREAM_OF_DPO,
     }
 
 
 def test_changing_the_reference_precision_reruns_from_the_reference_logps(built):
     jobs = dry_run_after(built, {"reference": {"precision": "bf16"}})
-    assert jobs == {"ref_logps": 2, **DOWNSTREAM_OF_DPO}
+    assert jobs == {"ref_logps": 1, **DOWNSTREAM_OF_DPO}
 
 
 def test_changing_sft_lr_reruns_from_sft(built):
     jobs = dry_run_after(built, {"sft": {"lr": 5e-4}})
-    assert jobs == {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO}
+    assert jobs == {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}
 
 
 @pytest.mark.parametrize(
@@ -114,8 +116,10 @@ def test_changing_sft_lr_reruns_from_sft(built):
             "losses.py",
             {**DOWNSTREAM_OF_DPO},
         ),  # the DPO loss; evaluation uses it for the rewards too
-        ("sft.py", {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO}),
+        ("sft.py", {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}),
         ("plots.py", LAST),
+        # The judge, not the answers: they need no new generation.
+        ("safety_judge.py", {"safety_judge": 1, "evaluate": 1, **LAST}),
     ],
 )
 def test_editing_a_stage_module_reruns_that_stage_and_what_follows(built, module, expected):
@@ -156,7 +160,7 @@ def test_a_moved_project_keeps_its_record_of_what_is_up_to_date(built, tmp_path)
         ("results/ambersafe/dpo", DOWNSTREAM_OF_DPO),
         (
             "results/ambersafe/sft",
-            {"sft": 1, "ref_logps": 2, **DOWNSTREAM_OF_DPO},
+            {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO},
         ),
         ("results/ambersafe/ref_logps/train.parquet", {"ref_logps": 1, **DOWNSTREAM_OF_DPO}),
     ],

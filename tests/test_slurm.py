@@ -14,7 +14,7 @@ import pytest
 from conftest import Workdir
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
-GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate")
+GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate", "safety_answers", "safety_judge")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
     assert "--gpus" not in calls["filter_pairs"] and "--mem 500" in calls["filter_pairs"]
 
     # GPU jobs were granted a GPU: SLURM set CUDA_VISIBLE_DEVICES, which each stage logs.
-    for log in ("sft", "dpo", "ref_logps-train"):
+    for log in ("sft", "dpo", "ref_logps"):
         text = (workdir.path / f"results/logs/{log}.log").read_text()
         assert re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", text), text[:500]
     # GPU rules ran in the configured image with the GPUs exposed (--nv), through the profile.
@@ -63,9 +63,9 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
         for line in (workdir.path / "apptainer-calls.jsonl").read_text().splitlines()
     ]
     executed = [argv for argv in calls if "exec" in argv]
-    assert len(executed) == 6 and all(
+    assert len(executed) == 7 and all(
         "--nv" in argv for argv in executed
-    )  # sft, ref_logps x2, dpo, evaluate, generate
+    )  # sft, ref_logps, dpo, evaluate, generate, safety_answers, safety_judge
     assert all(
         any(a.endswith(workdir.config["container"]["image"]) for a in argv) for argv in executed
     )

@@ -1,0 +1,65 @@
+# Helpers of the provenance crate (rules/provenance.smk): every job of the DAG with its files.
+from snakemake.iocontainers import Wildcards
+
+from amber_repro.provenance import dag_order
+
+NOT_JOBS = {"all", "build_container", "provenance"}
+CRATE = "results/ro-crate-metadata.json"
+
+
+def not_code(paths):
+    """Paths other than the package's files (the crate records the commit instead)."""
+    package = PACKAGE_DIR.resolve()
+    return [
+        str(path) for path in paths if not Path(path).resolve().is_relative_to(package)
+    ]
+
+
+def job_wildcards(step):
+    """Each job of a rule, as its wildcards: an experiment's rules run once per configured
+    experiment, download_chat_data once per source, the others once."""
+    if "chat_source" in step.wildcard_names:
+        return [{"chat_source": source} for source in CHAT_SOURCES]
+    if "experiment" in step.wildcard_names:
+        return [{"experiment": name} for name in config["experiments"]]
+    return [{}]
+
+
+def dag_jobs():
+    """Every job of the DAG in order (raw data first, report last), with its inputs, outputs, log and
+    the image it runs in: the crate's record of which job made which file."""
+    jobs = []
+    for step in workflow.rules:
+        if step.name in NOT_JOBS:
+            continue
+        if step.name in CHAT_RULES and not amberchat_targets():
+            continue  # AmberChat is built by name unless AmberSafe starts from it
+        for values in job_wildcards(step):
+            wildcards = Wildcards(fromdict=values)
+            label = ",".join(f"{k}={v}" for k, v in values.items())
+            jobs.append(
+                {
+                    "job": f"{step.name}[{label}]" if label else step.name,
+                    "rule": step.name,
+                    # Snakemake's own expansion of the rule for these wildcards.
+                    "inputs": not_code(step.expand_input(wildcards)[0]),
+                    "outputs": not_code(step.expand_output(wildcards)[0]),
+                    "log": str(step.expand_log(wildcards)[0]),
+                    "benchmark": (
+                        str(step.expand_benchmark(wildcards))
+                        if step.benchmark
+                        else None
+                    ),
+                    "container": (
+                        config["container"]["image"]
+                        if runs_in_apptainer() and step.name in GPU_RULES
+                        else None
+                    ),
+                }
+            )
+    # The rule files' order is not always the DAG's (AmberChat's data rules surround its model's).
+    return dag_order(jobs)
+
+
+def dag_outputs(jobs):
+    return sorted({path for job in jobs for path in job["outputs"]})
