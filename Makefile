@@ -22,7 +22,8 @@ test: $(VENV)/.installed $(FASTCHAT_VENV)/.installed system-packages
 
 # Peer benchmark: our DPO stage against TRL's DPOTrainer on the same work (bench/peer_trl_dpo.py
 # says what it runs). BENCH_ARGS passes flags, e.g. BENCH_ARGS='--repeats 1 --configs embedded:20'
-# or '--sweep'. TRL (the `bench` extra, not in requirements.lock) goes into its own environment,
+# or '--sweep --jobs 2'; docs/measurements.md has the figures. TRL (the `bench` extra, not in
+# requirements.lock) goes into its own environment,
 # $(BENCH_VENV), which sees the run environment's packages through a .pth file: .venv stays
 # exactly the lock (tests/test_container_definition.py checks that).
 BENCH_VENV ?= .venv-bench
@@ -78,7 +79,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-# Archival (amber_repro/archive.py, amber_repro/replay.py). `make archive` bundles a finished run
+# Archival (amber_repro/infrastructure/archive.py, amber_repro/infrastructure/replay.py). `make archive` bundles a finished run
 # into results/archive/amber-repro-<commit12>.tar.gz: ALLOW_DIRTY=1 takes uncommitted changes (as
 # code.diff), WITH_WHEELS=1 adds the lock's wheels, WITH_IMAGE=1 the Apptainer image, WITH_RESULTS=1
 # every output (for TOLERANCE). `make reproduce ARCHIVE=<bundle> DIR=<new folder>` reruns it there

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.configuration import resolve, settings_flags
-from amber_repro.settings import Config
+from amber_repro.infrastructure.configuration import resolve, settings_flags
+from amber_repro.infrastructure.settings import Config
 
 REPO = Path(__file__).resolve().parents[1]
 

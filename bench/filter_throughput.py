@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from amber_repro.filtering import filter_split, read_raw
-from amber_repro.synthetic import _prompt_pools, generate_split
+from amber_repro.data.filtering import filter_split, read_raw
+from amber_repro.data.synthetic import _prompt_pools, generate_split
 
 # polars' thread pool does not survive fork(): start measuring processes fresh.
 SPAWN = get_context("spawn")

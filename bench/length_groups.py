@@ -3,14 +3,14 @@
     python bench/length_groups.py [--pipeline DIR] [--models tiny,20m] [--device cpu]
         [--savings 0,16,64,128,256] [--micro-batches 40] [--repeats 2]
 
-Takes the first --micro-batches DPO micro-batches of 8 pairs (16 sequences) in the recipe's
-shuffled order from an embedded run's pairs-train.parquet (tokenized with its tokenizer and the
-embedded lengths), and times forward + backward through `amber_repro.logprobs.batch_logps` for
-each min_saving, on freshly initialised LLaMA models (seed 0): `tiny` (hidden 96, 3 layers) and
-`20m` (hidden 512, 6 layers, 8 heads, intermediate 1376), both with the tokenizer's vocabulary.
-Prints, per model and setting, the median seconds over --repeats (alternating settings), the
-forward passes and padded / real tokens. The values are those of the padded pass to float
-rounding (tests/test_logprobs.py); this measures only time.
+Takes the first --micro-batches DPO micro-batches of 8 pairs (16 sequences) in the recipe's shuffled
+order from an embedded run's pairs-train.parquet (tokenized with its tokenizer and the embedded
+lengths), and times forward + backward through `amber_repro.training.logprobs.batch_logps` for each
+min_saving, on freshly initialised LLaMA models (seed 0): `tiny` (hidden 96, 3 layers) and `20m`
+(hidden 512, 6 layers, 8 heads, intermediate 1376), both with the tokenizer's vocabulary. Prints,
+per model and setting, the median seconds over --repeats (alternating settings), the forward passes
+and padded / real tokens. The values are those of the padded pass to float rounding
+(tests/test_logprobs.py); this measures only time.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import polars as pl
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from amber_repro.logprobs import batch_logps, length_groups
-from amber_repro.pairs import tokenize_pairs
-from amber_repro.tokenization import Limits
-from amber_repro.training import global_batches
+from amber_repro.data.tokenization import Limits
+from amber_repro.training.logprobs import batch_logps, length_groups
+from amber_repro.training.pairs import tokenize_pairs
+from amber_repro.training.training import global_batches
 
 MODELS = {
     "tiny": {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3,

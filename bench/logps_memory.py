@@ -1,5 +1,5 @@
 """Peak memory of one DPO micro-batch's loss: plain log-softmax + gather vs the chunked
-`amber_repro.logprobs.sequence_logps`.
+`amber_repro.training.logprobs.sequence_logps`.
 
     python bench/logps_memory.py [--sequences 16] [--length 512] [--vocab 32000]
     python bench/logps_memory.py --pass reference --sequences 64 --device cuda  # the ref-logps pass
@@ -30,9 +30,9 @@ import time
 
 import torch
 
-from amber_repro.logprobs import chunk_tokens, sequence_logps
-from amber_repro.losses import preference_loss
-from amber_repro.tokenization import IGNORE_INDEX
+from amber_repro.data.tokenization import IGNORE_INDEX
+from amber_repro.training.logprobs import chunk_tokens, sequence_logps
+from amber_repro.training.losses import preference_loss
 
 VARIANTS = ("plain", "chunked-autograd", "module")
 

@@ -116,7 +116,7 @@ def build_20m(tokenizer_dir: Path, out: Path) -> Path:
 
 def pair_triples(tokenized: list[dict]) -> list[list[list[int]]]:
     """Our tokenized pairs as [prompt ids, chosen response ids, rejected response ids]."""
-    from amber_repro.tokenization import IGNORE_INDEX
+    from amber_repro.data.tokenization import IGNORE_INDEX
 
     triples = []
     for pair in tokenized:
@@ -150,10 +150,10 @@ def describe_work(name: str, model: Path, steps: int, pipeline: Path) -> Work:
     import polars as pl
     import yaml
 
-    from amber_repro import training as T
-    from amber_repro.configuration import resolve
-    from amber_repro.pairs import tokenize_pairs
-    from amber_repro.tokenization import Limits
+    from amber_repro.data.tokenization import Limits
+    from amber_repro.infrastructure.configuration import resolve
+    from amber_repro.training import training as T
+    from amber_repro.training.pairs import tokenize_pairs
 
     config = resolve(
         yaml.safe_load((pipeline / "config/config.yaml").read_text()) or {},

@@ -30,7 +30,7 @@ def trl_child(scratch: Path) -> None:
     max_length, max_prompt = spec["max_length"], spec["max_prompt_length"]
 
     def keep_start(example):
-        """Our truncation (amber_repro.tokenization.truncate) on TRL's token ids."""
+        """Our truncation (amber_repro.data.tokenization.truncate) on TRL's token ids."""
         prompt, chosen, rejected = (
             example["prompt_ids"],
             example["chosen_ids"],

@@ -50,26 +50,27 @@ bench copies <repo>/config there and builds just those targets with `python -m s
 `git worktree add /tmp/amber-before HEAD`): its children get PYTHONPATH=<repo> and start in the
 pipeline folder, so `python -m amber_repro` imports <repo>/amber_repro (checked and recorded).
 
-Same work, verified: the bench tokenizes the pairs with our tokenization (amber_repro.tokenization)
-and the TRL child reports a digest of the token ids TRL trains and evaluates on, and the number of
-non-padding tokens its training batches held; the table's "same tokens" column says whether both
-match ours. TRL 1.x has no max_prompt_length and truncates prompt + completion to max_length from
-the start; our keep-start rule (prompt cut to max_prompt_length first, then the responses to
-max_length - max_prompt_length) is applied to TRL's own token ids by a `_prepare_dataset` override,
-with TRL's prompt-only-too-long filter disabled (ours keeps those pairs). On the embedded data this
-changes 10 of 2092 training pairs. TRL tokenizes prompt + completion jointly with the tokenizer's
-special tokens and appends the EOS text to each completion; ours tokenizes the parts separately
-without special tokens and appends the EOS id. With the embedded tokenizer (adds no BOS, no merges
-across the boundary) the ids are identical; a LLaMA tokenizer would give TRL a BOS ours lacks.
+Same work, verified: the bench tokenizes the pairs with our tokenization
+(amber_repro.data.tokenization) and the TRL child reports a digest of the token ids TRL trains and
+evaluates on, and the number of non-padding tokens its training batches held; the table's "same
+tokens" column says whether both match ours. TRL 1.x has no max_prompt_length and truncates prompt +
+completion to max_length from the start; our keep-start rule (prompt cut to max_prompt_length first,
+then the responses to max_length - max_prompt_length) is applied to TRL's own token ids by a
+`_prepare_dataset` override, with TRL's prompt-only-too-long filter disabled (ours keeps those
+pairs). On the embedded data this changes 10 of 2092 training pairs. TRL tokenizes prompt +
+completion jointly with the tokenizer's special tokens and appends the EOS text to each completion;
+ours tokenizes the parts separately without special tokens and appends the EOS id. With the embedded
+tokenizer (adds no BOS, no merges across the boundary) the ids are identical; a LLaMA tokenizer
+would give TRL a BOS ours lacks.
 
 Differences that remain (the table measures them; they are not removed):
 - Ours runs two processes (two startups, two model loads) where TRL runs one, and writes its
   reference log-probs to parquet with a JSON record (hashing model and pairs) that DPO reads back.
 - Ours logs every step to metrics.jsonl and TensorBoard and writes a model card and a record with
   the inputs' sha256; TRL keeps its metrics in memory (logging_strategy "no").
-- Ours computes log-probs from the float32 logits in chunks of tokens (amber_repro/logprobs.py);
-  TRL uses its fused LM head (tiled log-probs), and computes extra metrics (entropy, token
-  accuracy, mean logits). Both run the model with use_cache=False.
+- Ours computes log-probs from the float32 logits in chunks of tokens
+  (amber_repro/training/logprobs.py); TRL uses its fused LM head (tiled log-probs), and computes
+  extra metrics (entropy, token accuracy, mean logits). Both run the model with use_cache=False.
 - TRL's optimizer sees the same parameters and settings, but goes through accelerate's wrappers and
   the Trainer's loop (gradient clipping via accelerate, its own dataloader and collator).
 Measured on CPU (both sides would take cuda:0 where one is visible; not tried). The machine may

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.configuration import resolve
+from amber_repro.infrastructure.configuration import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("old", "new")
@@ -79,7 +79,7 @@ def old_compute(model, tokenizer, tokenized: list[dict], batch_size: int) -> lis
     """The old pass: pairs in file order, batch_size pairs a forward pass, plain log-softmax."""
     import torch
 
-    from amber_repro.tokenization import IGNORE_INDEX, collate
+    from amber_repro.data.tokenization import IGNORE_INDEX, collate
 
     rows = []
     with torch.no_grad():
@@ -98,7 +98,7 @@ def old_compute(model, tokenizer, tokenized: list[dict], batch_size: int) -> lis
 
 def padding(tokenized: list[dict], mode: str, batch_size: int, max_tokens: int) -> dict:
     """Padded and real tokens, and forward passes, of either way's batches."""
-    from amber_repro.batching import padded_tokens, token_budget_batches
+    from amber_repro.training.batching import padded_tokens, token_budget_batches
 
     sides = ("chosen", "rejected")
     if mode == "old":
@@ -119,10 +119,10 @@ def child(args: argparse.Namespace) -> None:
     import polars as pl
     import torch
 
-    from amber_repro import ref_logps
-    from amber_repro import training as T
-    from amber_repro.pairs import tokenize_pairs
-    from amber_repro.tokenization import Limits
+    from amber_repro.data.tokenization import Limits
+    from amber_repro.training import ref_logps
+    from amber_repro.training import training as T
+    from amber_repro.training.pairs import tokenize_pairs
 
     model = T.load_model(args.model, T.PRECISIONS[args.precision], torch.device("cpu")).eval()
     tokenizer = T.load_tokenizer(args.model)

@@ -10,12 +10,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import expand
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from amber_repro.codedeps import stage_files
-from amber_repro.configuration import resolve, settings_flags
-from amber_repro.errors import ConfigError
-from amber_repro.launch import launch_prefix
-from amber_repro.provenance import run_context_env, sha256_file
-from amber_repro.settings import MULTI_NODE_JOBS
+from amber_repro.infrastructure.codedeps import stage_files
+from amber_repro.infrastructure.configuration import resolve, settings_flags
+from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.training.launch import launch_prefix
+from amber_repro.infrastructure.provenance import run_context_env, sha256_file
+from amber_repro.infrastructure.settings import MULTI_NODE_JOBS
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
@@ -131,7 +131,7 @@ def eval_inputs(wildcards):
         "pairs": f"{DATA_DIR}/pairs-test.parquet",
         "ref_logps": f"{REF_LOGPS_DIR}/test.parquet",
         "safety": SAFETY_VERDICTS,
-        "code": stage_code("evaluation"),
+        "code": stage_code("evaluation.evaluation"),
         "image": image_input(),
     }
     if config["eval"]["harness_tasks"]:

@@ -28,7 +28,7 @@ else:
 
     rule synthesize_data:
         input:
-            code=stage_code("synthetic"),
+            code=stage_code("data.synthetic"),
         output:
             raw=raw_files(),
             source=f"{RAW_DIR}/source.json",
@@ -47,7 +47,7 @@ rule filter_pairs:
     input:
         raw=raw_files(),
         source=f"{RAW_DIR}/source.json",
-        code=stage_code("filtering"),
+        code=stage_code("data.filtering"),
     output:
         pairs=expand(f"{DATA_DIR}/pairs-{{split}}.parquet", split=SPLITS),
         sft=expand(f"{DATA_DIR}/sft-{{split}}.parquet", split=SPLITS),

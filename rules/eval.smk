@@ -57,7 +57,7 @@ rule generate:
         sft=SFT_MODEL,
         dpo=DPO_MODEL,
         pairs=f"{DATA_DIR}/pairs-test.parquet",
-        code=stage_code("generations"),
+        code=stage_code("evaluation.generations"),
         image=image_input(),
     output:
         f"{EVAL_DIR}/generations.md",
@@ -85,7 +85,7 @@ rule report_figures:
         sft=SFT_MODEL,
         dpo=DPO_MODEL,
         eval_json=f"{EVAL_DIR}/eval.json",
-        code=stage_code("plots"),
+        code=stage_code("evaluation.plots"),
     output:
         sft=report(
             f"{EVAL_DIR}/report/sft_curves.png",

@@ -43,7 +43,7 @@ use rule generate as generate_experiment with:
         sft=SFT_MODEL,
         dpo=experiment_dpo_model,
         pairs=f"{DATA_DIR}/pairs-test.parquet",
-        code=stage_code("generations"),
+        code=stage_code("evaluation.generations"),
         image=image_input(),
     output:
         f"{EXPERIMENTS_DIR}/{{experiment}}/generations.md",

@@ -1,8 +1,12 @@
-# Helpers of the named experiments (rules/experiments.smk, amber_repro/experiments.py): DPO variants
-# that share the data, the SFT checkpoint and the reference log-probs.
+# Helpers of the named experiments (rules/experiments.smk, amber_repro/infrastructure/experiments.py):
+# DPO variants that share the data, the SFT checkpoint and the reference log-probs.
 import re
 
-from amber_repro.experiments import DEFAULT, experiment_names, experiment_settings
+from amber_repro.infrastructure.experiments import (
+    DEFAULT,
+    experiment_names,
+    experiment_settings,
+)
 
 EXPERIMENTS_DIR = f"{EVAL_DIR}/experiments"
 SWEEP = f"{EVAL_DIR}/sweep.json"
@@ -89,7 +93,7 @@ def sweep_inputs(wildcards):
     return {
         "evals": [experiment_outputs(name)["eval"] for name in names],
         "models": [experiment_outputs(name)["dpo"] for name in names],
-        "code": stage_code("sweep"),
+        "code": stage_code("evaluation.sweep"),
     }
 
 

@@ -1,7 +1,7 @@
 # Helpers of the provenance crate (rules/provenance.smk): every job of the DAG with its files.
 from snakemake.iocontainers import Wildcards
 
-from amber_repro.provenance import dag_order
+from amber_repro.infrastructure.provenance import dag_order
 
 NOT_JOBS = {"all", "build_container", "provenance"}
 CRATE = "results/ro-crate-metadata.json"

@@ -5,7 +5,7 @@ rule sft:
     input:
         data=f"{DATA_DIR}/sft-train.parquet",
         model=BASE_MODEL,
-        code=stage_code("sft"),
+        code=stage_code("training.sft"),
         image=image_input(),
     output:
         directory(SFT_MODEL),

@@ -15,7 +15,12 @@ import torch
 from conftest import Workdir, scheduled_jobs
 from test_resume import run, same_weights, start_and_signal_after_first_checkpoint
 
-from amber_repro.chat_sft import build_optimizer, build_scheduler, token_mean_loss, warmup_steps
+from amber_repro.training.chat_sft import (
+    build_optimizer,
+    build_scheduler,
+    token_mean_loss,
+    warmup_steps,
+)
 
 LR = 2e-5
 

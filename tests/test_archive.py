@@ -99,7 +99,12 @@ def test_the_bundle_holds_code_config_lock_raw_data_and_crate(bundle, checkout):
     assert next(iter(found)) == "BUNDLE.json"
     assert manifest["commit"] == git(checkout, "rev-parse", "HEAD").strip()
     assert manifest["dirty"] is False and "code.diff" not in found
-    for name in ("code/Snakefile", "code/amber_repro/sft.py", "code.commit", "requirements.lock"):
+    for name in (
+        "code/Snakefile",
+        "code/amber_repro/training/sft.py",
+        "code.commit",
+        "requirements.lock",
+    ):
         assert name in found, name
     for split in ("train", "test"):  # the synthetic files as used, restored instead of rerun
         assert manifest["restore"][f"results/raw/pku-saferlhf/{split}.parquet"]
@@ -187,7 +192,7 @@ def test_tolerance_mode_compares_weights_per_tensor_and_eval_metrics(pipeline, t
     pickle) and each eval metric; text that differs is named."""
     from safetensors.torch import load_file, save_file
 
-    from amber_repro.verify import Row, compare_tolerant
+    from amber_repro.infrastructure.verify import Row, compare_tolerant
 
     weights = pipeline.path / "results" / "ambersafe" / "dpo" / "model.safetensors"
     tensors = load_file(str(weights))

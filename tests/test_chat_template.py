@@ -1,12 +1,12 @@
-"""FastChat's vicuna_v1.1 template and loss mask (amber_repro/chat_template.py), checked by hand;
-test_chat_oracle.py checks the same code against FastChat itself."""
+"""FastChat's vicuna_v1.1 template and loss mask (amber_repro/data/chat_template.py), checked by
+hand; test_chat_oracle.py checks the same code against FastChat itself."""
 
 from __future__ import annotations
 
 import pytest
 from chat_fixtures import MISMATCHED, MULTI_TURN, SINGLE_TURN, train_tokenizer
 
-from amber_repro.chat_template import (
+from amber_repro.data.chat_template import (
     IGNORE_TOKEN_ID,
     SYSTEM_MESSAGE,
     generation_prompt,
@@ -14,7 +14,7 @@ from amber_repro.chat_template import (
     preprocess,
     render_prompt,
 )
-from amber_repro.chat_tokenizer import load_tokenizer
+from amber_repro.training.chat_tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

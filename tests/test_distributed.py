@@ -28,10 +28,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amber_repro import distributed
-from amber_repro.errors import ConfigError
-from amber_repro.launch import launch_prefix
-from amber_repro.training import global_batch_size, micro_batch_size
+from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.training import distributed
+from amber_repro.training.launch import launch_prefix
+from amber_repro.training.training import global_batch_size, micro_batch_size
 
 TOLERANCE = 1e-4
 
@@ -72,8 +72,12 @@ def command(
         "8",
         "--checkpoint-every",
         "2",
+        # 1e-4, not the embedded preset's 1e-3: RMSprop divides each step by the gradient's running
+        # RMS, so on rows with tiny gradients (rare tokens' embeddings) float rounding of the summed
+        # gradient moved single weights by up to 4.9e-4 after 8 steps at 1e-3 (505 of 529,056
+        # elements over 1e-5), and then one step's loss by 6e-4 relative.
         "--lr",
-        "1e-3",
+        "1e-4",
         "--warmup-steps",
         "2",
         "--max-length",

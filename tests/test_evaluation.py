@@ -13,7 +13,7 @@ import torch
 from conftest import snakemake_env
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from amber_repro.base_model import train_tokenizer
+from amber_repro.training.base_model import train_tokenizer
 
 EVAL = "results/ambersafe/eval.json"
 
@@ -196,3 +196,14 @@ def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_it
     assert report["models"]["good"]["tasks"]["saferlhf_preference"]["acc"] == pytest.approx(1.0)
     assert report["models"]["mirror"]["tasks"]["saferlhf_preference"]["acc"] == pytest.approx(0.0)
     assert "dpo_rewards" not in report
+
+
+def test_the_verdicts_hash_ignores_only_the_run_block():
+    """eval.json names the verdicts by a hash that a replay reproduces: the run block (host, time,
+    commit) must not change it; any verdict must."""
+    from amber_repro.evaluation.evaluation import content_sha256
+
+    record = {"judge": {"kind": "classifier"}, "verdicts": [{"safe": True}], "run": {"host": "a"}}
+    assert content_sha256(record) == content_sha256({**record, "run": {"host": "b"}})
+    assert content_sha256(record) != content_sha256({**record, "verdicts": [{"safe": False}]})
+    assert content_sha256(record) != content_sha256({**record, "judge": {"kind": "beaver-dam"}})

@@ -10,8 +10,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amber_repro.filtering import filter_split
-from amber_repro.synthetic import V0_SCHEMA
+from amber_repro.data.filtering import filter_split
+from amber_repro.data.synthetic import V0_SCHEMA
 
 
 def original_loop(rows: list[tuple]) -> tuple[list[tuple], list[tuple]]:

@@ -12,11 +12,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from amber_repro import distributed, logprobs, ref_logps
-from amber_repro.batching import longest_first, token_budget_batches
-from amber_repro.logprobs import sequence_logps
-from amber_repro.tokenization import IGNORE_INDEX, Limits
-from amber_repro.training import Processes
+from amber_repro.data.tokenization import IGNORE_INDEX, Limits
+from amber_repro.training import distributed, logprobs, ref_logps
+from amber_repro.training.batching import longest_first, token_budget_batches
+from amber_repro.training.logprobs import sequence_logps
+from amber_repro.training.training import Processes
 
 CPU = torch.device("cpu")
 
@@ -199,7 +199,7 @@ def pairs_frame(n: int = 23) -> pl.DataFrame:
 
 def straightforward_pass(model, pairs: pl.DataFrame, limits: Limits) -> pl.DataFrame:
     """File order, each sequence alone (no padding), the plain log-softmax."""
-    from amber_repro.pairs import tokenize_pairs
+    from amber_repro.training.pairs import tokenize_pairs
 
     values = {"chosen": [], "rejected": []}
     with torch.no_grad():
@@ -246,7 +246,7 @@ def test_reference_pass_matches_the_straightforward_pass_in_pair_order(model, ma
 
 def lengths_of(pairs: pl.DataFrame, limits: Limits, rank: int, world: int) -> list[int]:
     """The sequence lengths of one process's pairs."""
-    from amber_repro.pairs import tokenize_pairs
+    from amber_repro.training.pairs import tokenize_pairs
 
     tokenized = tokenize_pairs(CharTokenizer(), pairs, limits)
     longest = [ref_logps.longest_sequence(p) for p in tokenized]

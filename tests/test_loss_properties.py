@@ -14,7 +14,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from amber_repro.losses import preference_loss, reward_metrics
+from amber_repro.training.losses import preference_loss, reward_metrics
 
 
 def log_sigmoid(x: float) -> float:

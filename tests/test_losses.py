@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from amber_repro.logprobs import sequence_logps, sft_loss
-from amber_repro.losses import preference_loss, reward_metrics
-from amber_repro.tokenization import IGNORE_INDEX, collate
+from amber_repro.data.tokenization import IGNORE_INDEX, collate
+from amber_repro.training.logprobs import sequence_logps, sft_loss
+from amber_repro.training.losses import preference_loss, reward_metrics
 
 # One pair: policy log-probs (chosen -1, rejected -3), reference (-2, -5).
 PI_C, PI_R, REF_C, REF_R, BETA = -1.0, -3.0, -2.0, -5.0, 0.1

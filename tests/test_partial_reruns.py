@@ -111,15 +111,15 @@ def test_changing_sft_lr_reruns_from_sft(built):
 @pytest.mark.parametrize(
     "module, expected",
     [
-        ("dpo.py", DOWNSTREAM_OF_DPO),
+        ("training/dpo.py", DOWNSTREAM_OF_DPO),
         (
-            "losses.py",
+            "training/losses.py",
             {**DOWNSTREAM_OF_DPO},
         ),  # the DPO loss; evaluation uses it for the rewards too
-        ("sft.py", {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}),
-        ("plots.py", LAST),
+        ("training/sft.py", {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}),
+        ("evaluation/plots.py", LAST),
         # The judge, not the answers: they need no new generation.
-        ("safety_judge.py", {"safety_judge": 1, "evaluate": 1, **LAST}),
+        ("evaluation/safety_judge.py", {"safety_judge": 1, "evaluate": 1, **LAST}),
     ],
 )
 def test_editing_a_stage_module_reruns_that_stage_and_what_follows(built, module, expected):
@@ -146,7 +146,7 @@ def test_a_moved_project_keeps_its_record_of_what_is_up_to_date(built, tmp_path)
         scheduled_jobs(moved.snakemake("-n", "--config", "dpo={beta: 0.2}").stdout)
         == DOWNSTREAM_OF_DPO
     )
-    dpo_module = moved.path / "amber_repro" / "dpo.py"
+    dpo_module = moved.path / "amber_repro" / "training" / "dpo.py"
     dpo_module.write_text(dpo_module.read_text() + "\n# an edit\n")
     assert scheduled_jobs(moved.snakemake("-n").stdout) == DOWNSTREAM_OF_DPO
     for record in (built.path / "results").rglob("*"):

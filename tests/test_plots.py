@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lxml import html as lxml_html
 
-from amber_repro.plots import eval_table
-from amber_repro.provenance import write_json
+from amber_repro.evaluation.plots import eval_table
+from amber_repro.infrastructure.provenance import write_json
 
 SCRIPT = "<script>alert(1)</script>"
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amber_repro.errors import NonFiniteLossError
+from amber_repro.infrastructure.errors import NonFiniteLossError
 
 COMMON = [
     "--max-length",
@@ -210,7 +210,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_bit_for_bit
 def test_a_second_ctrl_c_stops_at_once_and_nothing_half_written_is_resumed(
     uninterrupted, pipeline, tmp_path
 ):
-    from amber_repro.checkpoint_trust import load_key, verify_folder
+    from amber_repro.training.checkpoint_trust import load_key, verify_folder
 
     reference = uninterrupted("sft")
     command = stage_command("sft", pipeline, tmp_path)
@@ -250,7 +250,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     pipeline, tmp_path, monkeypatch
 ):
     from amber_repro import __main__ as cli
-    from amber_repro import sft
+    from amber_repro.training import sft
 
     calls = {"n": 0}
     real_loss = sft.sft_loss

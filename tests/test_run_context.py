@@ -7,7 +7,13 @@ import json
 import subprocess
 import sys
 
-from amber_repro.provenance import RUN_ENV, config_sha256, git_state, run_context, run_context_env
+from amber_repro.infrastructure.provenance import (
+    RUN_ENV,
+    config_sha256,
+    git_state,
+    run_context,
+    run_context_env,
+)
 
 RECORDS = [
     "results/raw/pku-saferlhf/source.json",
@@ -77,7 +83,7 @@ def test_every_stage_record_carries_the_commit_and_config_hash(pipeline):
 
 def test_deterministic_mode_sets_torchs_switches():
     script = (
-        "import os, torch; from amber_repro.training import set_determinism; "
+        "import os, torch; from amber_repro.training.training import set_determinism; "
         "set_determinism(True); "
         "print(torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,"
         " torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,"

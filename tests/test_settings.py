@@ -1,5 +1,5 @@
-"""Each setting is defined once (amber_repro/settings.py); the recipe's values, the stages' flags
-and --help, the schema and the docs all follow from that definition."""
+"""Each setting is defined once (amber_repro/infrastructure/settings.py); the recipe's values, the
+stages' flags and --help, the schema and the docs all follow from that definition."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from amber_repro.__main__ import STAGES, build_parser, main
-from amber_repro.configuration import (
+from amber_repro.infrastructure.configuration import (
     SPECS_KEY,
     _spec,
     json_schema,
@@ -27,7 +27,7 @@ from amber_repro.configuration import (
     settings_from_args,
     settings_markdown,
 )
-from amber_repro.settings import Config, DPOSettings, HubModel, Tokenization
+from amber_repro.infrastructure.settings import Config, DPOSettings, HubModel, Tokenization
 
 PRESETS = REPO / "config" / "presets"
 
@@ -71,7 +71,7 @@ def test_the_recipes_optimizer_is_rmsprop_with_the_configured_rate():
     """The optimizer is not a setting: both stages always use the reference's RMSprop."""
     import torch
 
-    from amber_repro.training import build_optimizer
+    from amber_repro.training.training import build_optimizer
 
     optimizer = build_optimizer(torch.nn.Linear(2, 2), Config().dpo.lr)
     assert type(optimizer) is torch.optim.RMSprop

@@ -10,11 +10,16 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from amber_repro.provenance import read_json
-from amber_repro.settings import SyntheticData
-from amber_repro.synthetic import synthesize
-from amber_repro.synthetic_stats import split_statistics
-from amber_repro.synthetic_text import TEST_TEMPLATES, TEST_TOPICS, TRAIN_TEMPLATES, TRAIN_TOPICS
+from amber_repro.data.synthetic import synthesize
+from amber_repro.data.synthetic_stats import split_statistics
+from amber_repro.data.synthetic_text import (
+    TEST_TEMPLATES,
+    TEST_TOPICS,
+    TRAIN_TEMPLATES,
+    TRAIN_TOPICS,
+)
+from amber_repro.infrastructure.provenance import read_json
+from amber_repro.infrastructure.settings import SyntheticData
 
 DEFAULTS = SyntheticData()
 

@@ -7,16 +7,21 @@ import polars as pl
 import pytest
 import torch
 
-from amber_repro.base_model import train_tokenizer
-from amber_repro.errors import DataError
-from amber_repro.pairs import PAIR_TEXT, concatenated_logps, drop_or_refuse_eos, tokenize_pairs
-from amber_repro.tokenization import (
+from amber_repro.data.tokenization import (
     IGNORE_INDEX,
     Limits,
     collate,
     tokenize_pair,
     tokenize_sft,
     truncate,
+)
+from amber_repro.infrastructure.errors import DataError
+from amber_repro.training.base_model import train_tokenizer
+from amber_repro.training.pairs import (
+    PAIR_TEXT,
+    concatenated_logps,
+    drop_or_refuse_eos,
+    tokenize_pairs,
 )
 
 EOS = 99

@@ -16,8 +16,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from amber_repro.pairs import concatenated_logps
-from amber_repro.tokenization import IGNORE_INDEX, Limits, tokenize_pair, tokenize_sft, truncate
+from amber_repro.data.tokenization import (
+    IGNORE_INDEX,
+    Limits,
+    tokenize_pair,
+    tokenize_sft,
+    truncate,
+)
+from amber_repro.training.pairs import concatenated_logps
 
 EOS = 2
 CPU = torch.device("cpu")

@@ -9,7 +9,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from amber_repro.training import (
+from amber_repro.training.training import (
     Processes,
     build_optimizer,
     build_scheduler,

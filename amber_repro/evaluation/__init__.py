@@ -1,0 +1,1 @@
+"""Evaluation: eval.json, generations, the safety judge, sweeps and the report's figures."""

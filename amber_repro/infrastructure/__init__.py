@@ -1,0 +1,1 @@
+"""Infrastructure: settings and configuration, provenance, storage, crates and archives."""

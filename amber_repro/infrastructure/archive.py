@@ -1,0 +1,400 @@
+"""`python -m amber_repro archive`: one bundle, results/archive/amber-repro-<commit12>.tar.gz, from
+which `python -m amber_repro reproduce` (amber_repro/infrastructure/replay.py) reruns a finished run
+offline and checks every result against the run's provenance crate.
+
+The bundle (a gzipped tar, members in a fixed order, owners and times normalised):
+  BUNDLE.json            commit, dirty flag, what is included, the sha256 of every other member
+  code/                  `git archive` of the commit
+  code.commit            the commit object (`git cat-file commit`): with code/ it makes the commit
+                         again, so the replay is a checkout of it and the stages record it (no
+                         history needed: a shallow clone archives too)
+  code.diff              uncommitted changes, untracked files included (only with --allow-dirty)
+  config/run.yaml        the resolved config the run used (the crate's "config"), which the replay
+                         runs with; config/... copies of the config files as they are
+  requirements.lock      the lock
+  results/...            the crate (ro-crate-metadata.json); the outputs of the jobs that fetch
+                         from outside (raw data: the hub snapshot or the synthetic files; the base
+                         model when it came from the hub; the lm-eval datasets), which the replay
+                         restores instead of downloading; the stage records, to compare their
+                         content; with --with-results every output
+  wheels/                the lock as wheels (--with-wheels): the replay installs without an index
+  image/                 the Apptainer image (--with-image)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from amber_repro import __version__
+from amber_repro.infrastructure.errors import AmberError
+from amber_repro.infrastructure.provenance import atomic_path, sha256_file
+from amber_repro.infrastructure.verify import CRATE_NAME, Crate, comparison
+
+MANIFEST = "BUNDLE.json"
+FORMAT = "amber-repro bundle 1"
+# Jobs that fetch what the run starts from: the bundle holds their outputs, the replay restores
+# them.
+RESTORED_RULES = {
+    "download_data": "raw data (hub snapshot)",
+    "synthesize_data": "raw data (synthetic files)",
+    "download_base_model": "base model (hub snapshot)",
+    "prepare_eval_datasets": "lm-eval datasets",
+}
+
+
+class ArchiveError(AmberError):
+    exit_code = 2
+
+
+def git(repo: Path, *args: str, env: dict | None = None) -> bytes:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, env=env, check=False
+        )
+    except OSError as error:
+        raise ArchiveError(f"git: {error}") from None
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip()
+        raise ArchiveError(f"git {' '.join(args)}: {message}")
+    return result.stdout
+
+
+def tree_state(repo: Path) -> dict:
+    """The commit, whether the tree differs from it (untracked files count, as in the stages' run
+    context), the sha256 of `git diff HEAD --binary` (the run context's diff hash) and the whole
+    change as a patch that also creates the untracked files (made with a scratch index)."""
+    commit = git(repo, "rev-parse", "HEAD").decode().strip()
+    status = git(repo, "status", "--porcelain").decode().splitlines()
+    state = {"commit": commit, "dirty": bool(status), "status": status}
+    state["time"] = int(git(repo, "show", "-s", "--format=%ct", "HEAD").decode())
+    state["diff_sha256"] = state["patch"] = None
+    if status:
+        state["diff_sha256"] = hashlib.sha256(git(repo, "diff", "HEAD", "--binary")).hexdigest()
+        with tempfile.TemporaryDirectory() as scratch:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            git(repo, "read-tree", "HEAD", env=env)
+            git(repo, "add", "-A", env=env)
+            state["patch"] = git(repo, "diff", "--cached", "--binary", "HEAD", env=env)
+    return state
+
+
+# --- members --------------------------------------------------------------------------------------
+
+
+class Bundle:
+    """The members in order: (tar header, bytes or a file to read)."""
+
+    def __init__(self, mtime: int):
+        self.mtime = mtime
+        self.members: list[tuple[tarfile.TarInfo, bytes | Path | None]] = []
+        self.sha256: dict[str, str] = {}
+
+    def _info(self, name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, mode, self.mtime
+        return info
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.members.append((self._info(name, len(data)), data))
+        self.sha256[name] = hashlib.sha256(data).hexdigest()
+
+    def add_file(self, name: str, path: Path) -> None:
+        mode = 0o755 if os.access(path, os.X_OK) else 0o644
+        self.members.append((self._info(name, path.stat().st_size, mode), path))
+        self.sha256[name] = sha256_file(path)
+
+    def add_tree(self, prefix: str, folder: Path) -> None:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.add_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path)
+
+    def add_git_archive(self, repo: Path, commit: str) -> None:
+        """`git archive` of the commit under code/, as git writes it (its order, its modes)."""
+        data = git(repo, "archive", "--format=tar", "--prefix=code/", commit)
+        with tarfile.open(fileobj=io.BytesIO(data)) as source:
+            for info in source:
+                content = source.extractfile(info).read() if info.isfile() else None
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = self.mtime
+                info.pax_headers = {}
+                self.members.append((info, content))
+                if info.issym():  # a symlink's "content" is its target
+                    content = info.linkname.encode()
+                if content is not None:
+                    self.sha256[info.name] = hashlib.sha256(content).hexdigest()
+
+    def write(self, path: Path, manifest: dict) -> None:
+        """The tar.gz: the manifest first, then the members in the order added."""
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        with (
+            atomic_path(path) as tmp,
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=self.mtime, compresslevel=6) as zipped,
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            tar.addfile(self._info(MANIFEST, len(data)), io.BytesIO(data))
+            for info, content in self.members:
+                if isinstance(content, Path):
+                    with open(content, "rb") as handle:
+                        tar.addfile(info, handle)
+                else:
+                    tar.addfile(info, io.BytesIO(content) if content is not None else None)
+
+
+# --- what goes in ---------------------------------------------------------------------------------
+
+
+def crate_checked(results: Path, crate: Crate, file_id: str) -> Path:
+    """A result file to bundle, which must still be the file the crate describes."""
+    path = results / file_id
+    if not path.is_file():
+        raise ArchiveError(f"{path}: listed in the crate but missing; rerun the workflow")
+    if sha256_file(path) != crate.sha256(file_id):
+        raise ArchiveError(
+            f"{path} changed after the crate was written; rerun the workflow (snakemake) so that "
+            "results/ro-crate-metadata.json describes the results again"
+        )
+    return path
+
+
+def check_run_matches_tree(crate: Crate, state: dict) -> list[str]:
+    """The crate's commit must be HEAD; returns warnings about the dirty state."""
+    run_commit = crate.value("git_commit")
+    if run_commit is None:
+        raise ArchiveError(
+            "the crate records no git commit: the results were not made in a git checkout, so no "
+            "commit holds their code; run the workflow in a clone of the repository"
+        )
+    if run_commit != state["commit"]:
+        raise ArchiveError(
+            f"the results were made at commit {run_commit[:12]}, but HEAD is "
+            f"{state['commit'][:12]}: check out {run_commit[:12]} to archive them, or rerun"
+        )
+    run_dirty, run_diff = crate.json_property("git_dirty"), crate.value("git_diff_sha256")
+    if run_dirty and not state["dirty"]:
+        raise ArchiveError(
+            "the results were made from uncommitted changes, and the tree is clean now: those "
+            "changes are gone; restore them and archive with ALLOW_DIRTY=1, or commit and rerun"
+        )
+    if state["dirty"] and (not run_dirty or run_diff != state["diff_sha256"]):
+        return [
+            "warning: the tree's uncommitted changes are not those the results were made with "
+            f"(run: {'diff ' + run_diff[:12] if run_dirty else 'clean tree'}); the bundle holds "
+            "the changes as they are now, so its replay may differ from the results"
+        ]
+    return []
+
+
+def wheelhouse(lock: Path, out: Path) -> list[str]:
+    """Every package of the lock as a wheel (`pip wheel`: a wheel from the index or the local
+    find-links as is, an sdist built into one), with its dependencies: the lock is made on CPU, and
+    a CUDA host's torch needs nvidia-* wheels the lock does not name. Plus setuptools, which
+    installing the package itself needs."""
+    from importlib.metadata import version
+
+    out.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip"]
+    commands = [
+        [*pip, "wheel", "-q", "-r", str(lock), "-w", str(out)],
+        [
+            *pip,
+            "download",
+            "-q",
+            "--no-deps",
+            f"setuptools=={version('setuptools')}",
+            "-d",
+            str(out),
+        ],
+    ]
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ArchiveError(f"{' '.join(command[1:4])} failed:\n{result.stderr[-3000:]}")
+    return sorted(p.name for p in out.iterdir())
+
+
+def config_members(bundle: Bundle, workdir: Path, crate: Crate) -> list[str]:
+    """config/run.yaml (the resolved config, what the replay runs with) and copies of the config
+    files."""
+    header = (
+        "# The resolved config of the archived run (its crate's PropertyValue 'config'): every\n"
+        "# setting, so that `reproduce` runs with exactly these values.\n"
+    )
+    text = header + yaml.safe_dump(crate.config, sort_keys=False)
+    if yaml.safe_load(text) != crate.config:
+        raise ArchiveError("the crate's config does not survive a YAML round trip")
+    bundle.add_bytes("config/run.yaml", text.encode())
+    copied = []
+    for path in sorted((workdir / "config").rglob("*")):
+        relative = path.relative_to(workdir / "config").as_posix()
+        if path.suffix in (".yaml", ".yml") and path.is_file() and relative != "run.yaml":
+            bundle.add_file(f"config/{relative}", path)
+            copied.append(f"config/{relative}")
+    return ["config/run.yaml", *copied]
+
+
+def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
+    results = Path(args.results)
+    workdir = results.resolve().parent
+    crate_path = results / CRATE_NAME
+    try:
+        repo = Path(git(workdir, "rev-parse", "--show-toplevel").decode().strip())
+    except ArchiveError:
+        raise ArchiveError(f"{workdir} is not a git checkout: nothing names its code") from None
+    if repo.resolve() != workdir:
+        raise ArchiveError(f"{results} must be the results folder at the repository root {repo}")
+    state = tree_state(repo)
+    if state["dirty"] and not args.allow_dirty:
+        listed = "\n  ".join(state["status"][:20])
+        raise ArchiveError(
+            f"the working tree differs from {state['commit'][:12]}:\n  {listed}\ncommit the "
+            "changes, or archive them as code.diff with ALLOW_DIRTY=1 (--allow-dirty)"
+        )
+    if not crate_path.is_file():
+        raise ArchiveError(
+            f"{crate_path}: no crate; run the whole workflow first (`snakemake --cores N`: "
+            "rule all writes the crate)"
+        )
+    crate = Crate(crate_path)
+    warnings = check_run_matches_tree(crate, state)
+    config = crate.config
+
+    bundle = Bundle(state["time"])
+    bundle.add_git_archive(repo, state["commit"])
+    bundle.add_bytes("code.commit", git(repo, "cat-file", "commit", state["commit"]))
+    if state["patch"] is not None:
+        bundle.add_bytes("code.diff", state["patch"])
+    included = {"code": f"code/ (git archive {state['commit']}), code.commit"}
+    included["code.diff"] = "code.diff" if state["patch"] is not None else None
+    included["config"] = config_members(bundle, workdir, crate)
+    lock = workdir / "requirements.lock"
+    bundle.add_file("requirements.lock", lock)
+    if sha256_file(lock) != crate.value("lock_sha256"):
+        warnings.append("warning: requirements.lock differs from the lock the run recorded")
+
+    restore: dict[str, str] = {}
+    inputs: dict[str, list[str]] = {}
+    for job in crate.jobs:
+        if job.rule in RESTORED_RULES:
+            inputs.setdefault(RESTORED_RULES[job.rule], []).extend(
+                f"results/{f}" for f in job.results
+            )
+            for file_id in job.results:
+                restore[f"results/{file_id}"] = f"results/{file_id}"
+            if job.rule == "prepare_eval_datasets":
+                restore.update(datasets_cache(workdir, config, warnings))
+    expected = []
+    for job in crate.jobs:
+        for file_id in job.results:
+            member = f"results/{file_id}"
+            if member in restore:
+                continue
+            original = results / file_id
+            if args.with_results or comparison(file_id, original) == "json":
+                expected.append(member)
+    for member in sorted(set(restore) | set(expected)):
+        if member.startswith("results/") and member[8:] in crate.entities:
+            bundle.add_file(member, crate_checked(results, crate, member[8:]))
+        else:
+            bundle.add_file(member, workdir / member)
+    bundle.add_file(f"results/{CRATE_NAME}", crate_path)
+
+    included.update(inputs=inputs, expected_results=expected, wheels=None, image=None)
+    if args.with_wheels:
+        names = wheelhouse(lock, scratch / "wheels")
+        bundle.add_tree("wheels", scratch / "wheels")
+        included["wheels"] = f"{len(names)} wheels of requirements.lock"
+    if args.with_image:
+        included["image"] = add_image(bundle, workdir, crate.config, restore)
+    return finish(args, bundle, state, crate, included, restore, warnings)
+
+
+def datasets_cache(workdir: Path, config: dict, warnings: list[str]) -> dict[str, str]:
+    cache = Path(config["eval"]["datasets_cache"])
+    folder = cache if cache.is_absolute() else workdir / cache
+    if cache.is_absolute() or not folder.is_dir():
+        warnings.append(f"warning: the lm-eval datasets cache {cache} is not bundled")
+        return {}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    names = [p.relative_to(workdir).as_posix() for p in files]
+    return {name: name for name in names}
+
+
+def add_image(bundle: Bundle, workdir: Path, config: dict, restore: dict) -> str:
+    image = config["container"]["image"]
+    if "://" in image:
+        raise ArchiveError(f"the image {image} is a registry reference: nothing to bundle")
+    path = workdir / image
+    if not path.is_file():
+        raise ArchiveError(f"{image}: no image to bundle (build it first: see containers/)")
+    bundle.add_file(f"image/{path.name}", path)
+    restore[f"image/{path.name}"] = image
+    return f"image/{path.name}"
+
+
+def finish(args, bundle, state, crate, included, restore, warnings) -> tuple[Path, dict]:
+    manifest = {
+        "format": FORMAT,
+        "commit": state["commit"],
+        "dirty": state["dirty"],
+        "diff_sha256": state["diff_sha256"],
+        "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "created_by": f"amber_repro {__version__}",
+        "run": {
+            name: crate.json_property(name)
+            for name in ("git_commit", "git_dirty", "git_diff_sha256", "config_sha256")
+        }
+        | {"lock_sha256": crate.value("lock_sha256")},
+        "includes": included,
+        "restore": restore,
+        "warnings": warnings,
+        "members": bundle.sha256,
+    }
+    out = Path(args.out_dir) / f"amber-repro-{state['commit'][:12]}.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write(out, manifest)
+    return out, manifest
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
+        size /= 1024
+    return f"{size} B"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results"), help="a finished run")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/archive"))
+    parser.add_argument(
+        "--allow-dirty", action="store_true", help="bundle uncommitted changes as code.diff"
+    )
+    parser.add_argument("--with-wheels", action="store_true", help="a wheelhouse of the lock")
+    parser.add_argument("--with-image", action="store_true", help="the Apptainer image")
+    parser.add_argument(
+        "--with-results", action="store_true", help="every output (tolerance mode compares them)"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        out, manifest = build(args, Path(scratch))
+    for warning in manifest["warnings"]:
+        print(warning, file=sys.stderr)
+    state = "dirty (code.diff included)" if manifest["dirty"] else "clean"
+    print(f"commit {manifest['commit'][:12]}, tree {state}, {len(manifest['members'])} members")
+    print(f"wrote {out} ({human_size(out.stat().st_size)})")

@@ -1,0 +1,362 @@
+"""`python -m amber_repro crate`: results/ro-crate-metadata.json, a Workflow Run RO-Crate
+(https://www.researchobject.org/workflow-run-crate/, profiles Process Run Crate 0.5, Workflow Run
+Crate 0.5 and Workflow RO-Crate 1.0 on RO-Crate 1.1) that describes results/ in place.
+
+What other code relies on:
+  - the crate root is results/; a File's @id is its path relative to results/, with `sha256` (hex)
+    and `contentSize` (bytes, a string as schema.org has it);
+  - one CreateAction per job, @id "#job-<job>": `object` its inputs, `result` its output files
+    (folders expanded), `additionalProperty` its command line, software versions, seed and run
+    context as PropertyValues (read from the JSON record the stage wrote beside its outputs);
+  - the workflow run, "#run": `instrument` the Snakefile (the root's mainEntity), `object` the
+    resolved config (PropertyValue "config", a JSON string) and the data and base-model sources,
+    `additionalProperty` "config_sha256", "git_commit", "git_dirty", "git_diff_sha256",
+    "lock_sha256", the data and base-model source fields and the hardware;
+  - the root Dataset's `mentions`: "#run", then every job action in DAG order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import mimetypes
+import os
+import shlex
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rocrate.model.contextentity import ContextEntity
+from rocrate.rocrate import ROCrate
+
+from amber_repro import __version__
+from amber_repro.infrastructure import provenance
+from amber_repro.infrastructure.errors import AmberError
+
+WFRUN = "https://w3id.org/ro/terms/workflow-run"  # the Workflow Run Crate terms (ContainerImage)
+PROFILES = {
+    "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",
+    "https://w3id.org/ro/wfrun/workflow/0.5": "Workflow Run Crate",
+    "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
+}
+SNAKEMAKE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
+# The records stages write beside their outputs (each with "command", "software", "run", ...).
+RECORD_NAMES = {"source.json", "manifest.json", "amber_repro.json", "amber_repro_source.json"}
+RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
+RAW_DIR = "raw/pku-saferlhf"
+DATA_SOURCE = f"{RAW_DIR}/source.json"
+BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_repro.json"]
+# base_model.source amberchat: AmberSafe starts from this run's AmberChat (chat-sft's record),
+# trained from the Amber folder (downloaded, or tiny and built here).
+CHAT_MODEL_DIR = "amberchat/model"
+AMBER_SOURCES = ["amberchat/amber/amber_repro_source.json", "amberchat/amber/amber_repro.json"]
+FORMATS = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl"}
+FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def sha256_of(path: Path) -> str:
+    """Each file is read once, however many jobs name it (a .sif image included)."""
+    return provenance.sha256_file(path)
+
+
+def expand(paths: list[str], missing_ok: bool = True) -> list[Path]:
+    """The files of a job's paths, folders expanded recursively."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.is_file())
+        elif path.is_file():
+            files.append(path)
+        elif not missing_ok:
+            raise AmberError(f"{path}: an output of the DAG is missing; run the workflow first")
+    return files
+
+
+def crate_id(path: Path, results: Path) -> str | None:
+    """`path` relative to results/ (the crate root), or None for a file outside it."""
+    relative = Path(os.path.relpath(path.absolute(), results.absolute()))
+    return None if relative.parts[0] == ".." else relative.as_posix()
+
+
+def add_file(crate, path: Path, results: Path, properties: dict | None = None):
+    """The File entity of one file under results/ (added once), with its sha256 and size."""
+    identifier = crate_id(path, results)
+    if identifier is None:
+        return None
+    if crate.get(identifier) is None:
+        facts = {"sha256": sha256_of(path), "contentSize": str(path.stat().st_size)}
+        guessed = mimetypes.guess_type(path.name)[0]
+        facts["encodingFormat"] = FORMATS.get(path.suffix) or guessed or "application/octet-stream"
+        crate.add_file(dest_path=identifier, properties={**facts, **(properties or {})})
+    return crate.get(identifier)
+
+
+def add_files(crate, files: list[Path], results: Path) -> list:
+    """The File entities of those files that lie under results/."""
+    return [f for f in (add_file(crate, path, results) for path in files) if f is not None]
+
+
+def modified_at(files: list[Path]) -> str | None:
+    if not files:
+        return None
+    newest = max(f.stat().st_mtime for f in files)
+    return datetime.fromtimestamp(newest, UTC).replace(microsecond=0).isoformat()
+
+
+# --- what the stages recorded ---------------------------------------------------------------------
+
+
+def read_record(path: Path) -> dict:
+    try:
+        record = provenance.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def job_records(outputs: list[Path]) -> list[dict]:
+    """The records among a job's outputs (ref_logps/{split}.json is the ref-logps one)."""
+    return [
+        read_record(f)
+        for f in outputs
+        if f.suffix == ".json" and (f.name in RECORD_NAMES or f.parent.name == "ref_logps")
+    ]
+
+
+def job_facts(records: list[dict]) -> dict:
+    """Command line, software versions, seed, run context and hardware a job's records name."""
+    facts = {}
+    for record in records:
+        settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+        found = {
+            "command": record.get("command"),
+            "software": record.get("software") or record.get("versions", {}).get("software"),
+            "seed": record.get("seed", settings.get("seed")),
+            "run_context": record.get("run"),
+            "hardware": record.get("hardware") or (record.get("run") or {}).get("hardware"),
+        }
+        for name, value in found.items():
+            if value is not None:
+                facts.setdefault(name, value)
+    if isinstance(facts.get("command"), list):
+        facts["command"] = shlex.join(map(str, facts["command"]))
+    return facts
+
+
+def first_record(results: Path, names: list[str]) -> dict:
+    return next((read_record(results / n) for n in names if (results / n).is_file()), {})
+
+
+# --- entities -------------------------------------------------------------------------------------
+
+
+def entity(crate, identifier: str, type_: str | list[str], **properties):
+    """A contextual entity; properties that are None or empty are left out."""
+    kept = {k: v for k, v in properties.items() if v is not None and v != []}
+    return crate.add(ContextEntity(crate, identifier, properties={"@type": type_, **kept}))
+
+
+def property_value(crate, identifier: str, name: str, value):
+    """A PropertyValue (its value null when unknown); dicts and lists are stored as JSON."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    pv = entity(crate, identifier, "PropertyValue", name=name)
+    pv["value"] = value
+    return pv
+
+
+def property_values(crate, owner: str, values: dict) -> list:
+    return [property_value(crate, f"{owner}-{k}", k, v) for k, v in values.items()]
+
+
+def container_image(crate, image: str | None):
+    """The image a job ran in: a local .sif (its sha256) or a registry URI (its @sha256: digest)."""
+    if not image:
+        return None
+    digest = image.rpartition("@sha256:")[2] if "@sha256:" in image else None
+    if "://" not in image and Path(image).is_file():
+        digest = sha256_of(Path(image))
+    kind = {"@id": f"{WFRUN}#{'SIFImage' if image.endswith('.sif') else 'DockerImage'}"}
+    found = entity(crate, f"#image-{image}", "ContainerImage", name=image, additionalType=kind)
+    found["sha256"] = digest
+    return found
+
+
+def source_entities(crate, data: dict, model: dict) -> dict:
+    """The dataset and models the download jobs fetched, as web entities at the revision asked (the
+    commit it resolved to as `identifier`), keyed by the rule that fetched them."""
+    found = {}
+    amber = model.get("trained_from", {})
+    for rule, source, name, url in [
+        ("download_data", data, data.get("dataset"), "https://huggingface.co/datasets/"),
+        ("download_base_model", model, model.get("model"), "https://huggingface.co/"),
+        ("download_amber", amber, amber.get("model"), "https://huggingface.co/"),
+    ]:
+        if source.get("kind") == "hub":
+            version, commit = source.get("revision"), source.get("commit")
+            found[rule] = entity(crate, url + name, "Dataset", name=name, version=version)
+            found[rule]["identifier"] = commit
+    return found
+
+
+def add_job(crate, job: dict, results: Path, sources: dict):
+    """The CreateAction of one job: inputs, outputs (folders expanded), log, image, records."""
+    name, version = f"rule {job['rule']}", __version__  # the version of amber_repro
+    rule = entity(crate, f"#rule-{job['rule']}", "SoftwareApplication", name=name, version=version)
+    identifier = f"#job-{job['job']}"
+    outputs = expand(job["outputs"], missing_ok=False)
+    inputs = add_files(crate, expand(job["inputs"]), results)
+    if not inputs and job["rule"] in sources:  # a download's input: the hub repository
+        inputs = [sources[job["rule"]]]
+    action = entity(
+        crate,
+        identifier,
+        "CreateAction",
+        name=job["job"],
+        description=f"Snakemake job {job['job']} of rule {job['rule']}",
+        instrument=rule,
+        object=inputs,
+        result=add_files(crate, outputs, results),
+        endTime=modified_at(outputs),
+        containerImage=container_image(crate, job.get("container")),
+        additionalProperty=property_values(crate, identifier, job_facts(job_records(outputs))),
+    )
+    for kind in ("log", "benchmark"):  # a finished job's log (and benchmark, when the table has it)
+        if job.get(kind) and Path(job[kind]).is_file():
+            about = {"about": action, "name": f"{kind} of {job['job']}"}
+            add_file(crate, Path(job[kind]), results, about)
+    return action
+
+
+def workflow_file(crate, results: Path):
+    """The Snakefile, the run's instrument and the crate's mainEntity (outside results/, so its @id
+    is a relative path that leaves the crate root, e.g. "../Snakefile")."""
+    from importlib.metadata import version
+
+    snakefile = provenance.REPO_DIR / "Snakefile"
+    url = {"@id": "https://snakemake.github.io"}
+    language = entity(crate, SNAKEMAKE, "ComputerLanguage", name="Snakemake", url=url)
+    language["version"] = version("snakemake")
+    properties = {
+        "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
+        "name": "amber-repro Snakefile",
+        "version": __version__,
+        "programmingLanguage": language,
+        "encodingFormat": "text/plain",
+    }
+    if snakefile.is_file():
+        properties["sha256"] = sha256_of(snakefile)
+    identifier = Path(os.path.relpath(snakefile, results.absolute())).as_posix()
+    return crate.add_file(dest_path=identifier, properties=properties)
+
+
+def host_hardware() -> dict:
+    """provenance.hardware() of the host that builds the crate; without an NVIDIA driver there is
+    no GPU to find, and importing torch to find none would cost a second."""
+    if shutil.which("nvidia-smi") is None:
+        return {"cpu": provenance.cpu_model(), "cpus": os.cpu_count(), "gpus": []}
+    return provenance.hardware()
+
+
+def downloaded_or_tiny(results: Path, names: list[str]) -> dict:
+    """The first of a model folder's records; the tiny model's record names no kind."""
+    record = first_record(results, names)
+    return {"kind": "tiny", **record} if record else {}
+
+
+def base_model_record(config: dict, results: Path) -> dict:
+    """The record of the model AmberSafe starts from: base_model/ (hub or tiny), or with
+    base_model.source amberchat this run's AmberChat, with the Amber it was trained from."""
+    if config.get("base_model", {}).get("source") != "amberchat":
+        return downloaded_or_tiny(results, BASE_MODEL_SOURCES)
+    chat = first_record(results, [f"{CHAT_MODEL_DIR}/amber_repro.json"])
+    if not chat:
+        return {}
+    return {
+        "kind": "amberchat",
+        "model": f"results/{CHAT_MODEL_DIR}",
+        "stage": chat.get("stage"),
+        "template": chat.get("template"),
+        "trained_from": downloaded_or_tiny(results, AMBER_SOURCES),
+    }
+
+
+def run_facts(config: dict, results: Path) -> dict:
+    """The run context: commit, dirty flag, diff hash, config hash, lock hash, sources, hardware."""
+    context = provenance.run_context()
+    data = first_record(results, [DATA_SOURCE])
+    model = base_model_record(config, results)
+    data_files = {f.name: sha256_of(f) for f in sorted((results / RAW_DIR).glob("*.parquet"))}
+    return {
+        "config_sha256": provenance.config_sha256(config),
+        **{k: context.get(k) for k in ("git_commit", "git_dirty", "git_diff_sha256")},
+        "lock_sha256": context.get("lock_sha256"),
+        **{f"data_{k}": data.get(k) for k in ("kind", "dataset", "revision", "commit")},
+        "data_sha256": data_files,
+        **{f"base_model_{k}": model.get(k) for k in ("kind", "revision", "commit")},
+        "base_model_name": model.get("model"),
+        "hardware": host_hardware(),
+        "data": data,
+        "model": model,
+    }
+
+
+# --- the crate ------------------------------------------------------------------------------------
+
+
+def build_crate(results: Path, jobs: list[dict], config: dict):
+    """The crate of a finished run: one action per job (DAG order), the run, the root."""
+    crate = ROCrate(gen_preview=False, version="1.1")
+    crate.metadata.extra_contexts.append(f"{WFRUN}/context")
+    profiles = [
+        entity(crate, uri, "CreativeWork", name=name, version=uri.rsplit("/", 1)[1])
+        for uri, name in PROFILES.items()
+    ]
+    crate.metadata["conformsTo"] = [{"@id": "https://w3id.org/ro/crate/1.1"}, profiles[-1]]
+    workflow = workflow_file(crate, results)
+    facts = run_facts(config, results)
+    sources = source_entities(crate, facts.pop("data"), facts.pop("model"))
+    actions = [add_job(crate, job, results, sources) for job in jobs]
+    images = {i["name"]: i["sha256"] for i in (a.get("containerImage") for a in actions) if i}
+    facts["image_sha256"] = images or None  # {image: sha256} of the images jobs ran in
+    run = entity(
+        crate,
+        "#run",
+        "CreateAction",
+        name="amber-repro workflow run",
+        description="One run of the amber-repro Snakemake DAG; its jobs are the root's mentions",
+        instrument=workflow,
+        object=[property_value(crate, "#run-config", "config", config), *sources.values()],
+        result=list({f.id: f for a in actions for f in a.get("result", [])}.values()),
+        endTime=max(filter(None, (a.get("endTime") for a in actions)), default=None),
+        additionalProperty=property_values(crate, "#run", facts),
+    )
+    root = crate.root_dataset
+    root["name"] = "amber-repro results"
+    root["description"] = "Every output of one amber-repro run (LLM360 AmberSafe reproduction)."
+    root["license"] = "amber-repro code: Apache-2.0; data and models: their sources' licenses"
+    root["conformsTo"] = profiles
+    root["mainEntity"] = workflow
+    root["mentions"] = [run, *actions]
+    return crate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, required=True, help="the results folder (root)")
+    parser.add_argument("--jobs-json", required=True, help="the DAG's jobs in order, as JSON")
+    parser.add_argument("--config-json", required=True, help="the resolved config as JSON")
+    parser.add_argument("--out", type=Path, required=True, help="results/ro-crate-metadata.json")
+
+
+def main(args: argparse.Namespace) -> None:
+    if not args.results.is_dir():
+        raise AmberError(f"{args.results}: no such folder")
+    jobs, config = json.loads(args.jobs_json), json.loads(args.config_json)
+    crate = build_crate(args.results, jobs, config)
+    provenance.write_json(args.out, crate.metadata.generate())
+    print(f"wrote {args.out} ({len(crate.data_entities)} files, {len(jobs)} jobs)")

@@ -1,0 +1,398 @@
+"""`python -m amber_repro reproduce`: rerun an archived run (amber_repro/infrastructure/archive.py)
+from its bundle in a fresh folder, offline, and check every result against the run's crate.
+
+  1. unpack into DIR (which must be empty), check the members against BUNDLE.json (a changed member
+     is reported, and the replay goes on: the verification says where it matters);
+  2. make DIR/code a git checkout of the archived commit (its files plus code.commit make the same
+     commit hash only when they are the commit's files; the stages then record that commit), and
+     apply code.diff when there is one;
+  3. install: reuse an environment (--venv/--python), or a new DIR/code/.venv from the bundled
+     wheels (no index), or `make` in DIR/code (from the index);
+  4. restore the fetched inputs (raw data, a hub base model, lm-eval datasets, the image) into
+     DIR/code/results, newer than the code so that Snakemake keeps them;
+  5. run the DAG job by job in the crate's order with config/run.yaml and the hub switched off
+     (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE), each job's outputs as targets, and
+     verify them at once (amber_repro/infrastructure/verify.py): the first artifact that differs
+     ends the replay (exit 1), unless --tolerance is given, which compares numbers instead and goes
+     on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+from amber_repro.infrastructure.archive import MANIFEST, RESTORED_RULES, git
+from amber_repro.infrastructure.errors import AmberError
+from amber_repro.infrastructure.provenance import RUN_ENV, sha256_file
+from amber_repro.infrastructure.verify import (
+    CRATE_NAME,
+    Crate,
+    Row,
+    compare_exact,
+    compare_tolerant,
+    format_table,
+    is_record,
+)
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+GIT_CONTEXT_KEYS = {key: RUN_ENV[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")}
+GIT_CONTEXT = set(GIT_CONTEXT_KEYS.values())
+STAGES = {
+    "download_data": "raw data",
+    "synthesize_data": "raw data",
+    "filter_pairs": "data",
+    "download_base_model": "base model",
+    "build_tiny_model": "base model",
+    "sft": "SFT",
+    "ref_logps": "reference log-probs",
+    "dpo": "DPO",
+    "prepare_eval_datasets": "eval datasets",
+    "evaluate": "eval",
+    "generate": "generations",
+    "report_figures": "report",
+}
+
+
+class ReplayError(AmberError):
+    exit_code = 2
+
+
+class Diverged(AmberError):
+    exit_code = 1
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- unpacking ------------------------------------------------------------------------------------
+
+
+def unpack(archive: Path, target: Path) -> dict:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ReplayError(f"{target} is not empty: give a new folder")
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+    except (OSError, tarfile.TarError) as error:
+        raise ReplayError(f"{archive}: cannot unpack ({error})") from None
+    try:
+        return json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise ReplayError(f"{archive}: no {MANIFEST}; not an amber-repro bundle") from None
+
+
+def changed_members(target: Path, manifest: dict) -> list[str]:
+    """Members whose bytes are not those BUNDLE.json lists (or that it does not list)."""
+    listed = manifest.get("members", {})
+    found = {
+        path.relative_to(target).as_posix()
+        for path in target.rglob("*")
+        if path.is_file() or path.is_symlink()
+    } - {MANIFEST}
+    changed = sorted(found - set(listed))
+    for name, digest in sorted(listed.items()):
+        path = target / name
+        if path.is_symlink():
+            found_digest = hashlib.sha256(os.readlink(path).encode()).hexdigest()
+        else:
+            found_digest = sha256_file(path) if path.is_file() else None
+        if found_digest != digest:
+            changed.append(name)
+    return changed
+
+
+def check_out(target: Path, manifest: dict, changed: list[str]) -> tuple[list[str], bool]:
+    """Make code/ a git checkout of the archived commit, with no history: its files are added,
+    their tree must be the one code.commit names, and code.commit hashed gives the commit back.
+    Then code.diff is applied. Returns warnings, and whether the stages must be told the commit
+    (no git here, code/ as archived)."""
+    code, warnings, commit = target / "code", [], manifest["commit"]
+    if shutil.which("git") is None:
+        if (target / "code.diff").is_file():
+            raise ReplayError(
+                "the bundle holds uncommitted changes (code.diff): applying needs git"
+            )
+        if any(name.startswith("code/") for name in changed):
+            return ["warning: no git, and code/ changed: the stages record no commit"], False
+        return ["note: no git: the stages are told the archived commit (code/ as archived)"], True
+    git(code, "init", "-q")
+    git(code, "add", "--all", "--force")  # every archived file, whatever .gitignore says
+    tree = git(code, "write-tree").decode().strip()
+    raw = target / "code.commit"
+    if not raw.is_file() or not raw.read_bytes().startswith(f"tree {tree}\n".encode()):
+        changed_code = [name for name in changed if name.startswith("code/")]
+        return [
+            f"warning: code/ is not commit {commit[:12]} (changed: {changed_code[:10]}): the "
+            "stages record no commit"
+        ], False
+    made = git(code, "hash-object", "-t", "commit", "-w", str(raw)).decode().strip()
+    if made != commit:
+        return [f"warning: code.commit is not commit {commit[:12]}: no commit recorded"], False
+    (code / ".git" / "shallow").write_text(f"{commit}\n")  # its parents are not here
+    git(code, "update-ref", "HEAD", commit)
+    if (target / "code.diff").is_file():
+        git(code, "apply", "--binary", str((target / "code.diff").resolve()))
+    return warnings, False
+
+
+# --- installing -----------------------------------------------------------------------------------
+
+
+def run_logged(command: list, log: Path, **kwargs) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as handle:
+        handle.write(f"$ {' '.join(map(str, command))}\n".encode())
+        handle.flush()
+        return subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, check=False, **kwargs
+        ).returncode
+
+
+def install(args: argparse.Namespace, target: Path) -> Path:
+    """The Python of the replay's environment."""
+    code, log = target / "code", target / "replay-logs" / "install.log"
+    if args.python or args.venv:
+        python = Path(args.python) if args.python else Path(args.venv) / "bin" / "python"
+        if not python.exists():
+            raise ReplayError(f"{python}: no such interpreter")
+        say(f"environment: reusing {python}")
+        return python.absolute()
+    venv = code / ".venv"
+    if (target / "wheels").is_dir():
+        say(f"environment: {venv} from the bundled wheels (no package index; log {log})")
+        wheels = str(target / "wheels")
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "--isolated", "install", "-q"]
+        offline = ["--no-index", "--find-links", wheels]
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [*pip, *offline, "-r", str(target / "requirements.lock")],
+            [*pip, *offline, "--no-deps", "-e", str(code)],
+        ]
+    else:
+        say(f"environment: `make .venv/.installed` in {code} (from the package index; log {log})")
+        steps = [["make", "-C", str(code), ".venv/.installed"]]
+    for step in steps:
+        if run_logged(step, log) != 0:
+            raise ReplayError(f"installing failed: {' '.join(step)} (see {log})")
+    return venv / "bin" / "python"
+
+
+def environment(python: Path, target: Path, manifest: dict, claim: bool) -> dict[str, str]:
+    """Offline, the replay's interpreter first, its code imported before any installed copy; with
+    `claim`, the archived commit for the stages' run context (provenance.run_context), which a
+    checkout would give them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k not in GIT_CONTEXT}
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(target / "code")
+    env.update(OFFLINE)
+    if claim:
+        run = manifest.get("run", {})
+        env.update({name: json.dumps(run.get(key)) for key, name in GIT_CONTEXT_KEYS.items()})
+    return env
+
+
+def restore(target: Path, manifest: dict) -> list[str]:
+    """Move the fetched inputs into code/ and make them newer than every code file."""
+    moved = []
+    for member, path in manifest.get("restore", {}).items():
+        source, destination = target / member, target / "code" / path
+        if not source.is_file():
+            raise ReplayError(f"the bundle lacks {member}, an input of the run")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        source.replace(destination)
+        moved.append(path)
+    now = time.time()
+    for path in moved:
+        os.utime(target / "code" / path, (now, now))
+    return moved
+
+
+# --- the DAG, job by job --------------------------------------------------------------------------
+
+
+class Snakemake:
+    def __init__(self, python: Path, target: Path, env: dict, cores: int, apptainer: bool):
+        self.code, self.env, self.logs = target / "code", env, target / "replay-logs"
+        self.command = [str(python), "-m", "snakemake", "--cores", str(cores)]
+        self.command.append(f"--configfile={(target / 'config' / 'run.yaml').resolve()}")
+        if apptainer:
+            self.command += ["--software-deployment-method", "apptainer"]
+
+    def run(self, *args: str, log: str) -> int:
+        return run_logged([*self.command, *args], self.logs / log, cwd=self.code, env=self.env)
+
+    def outputs(self) -> list[str]:
+        """Every output path of the DAG as Snakemake names it (a folder for a directory output)."""
+        result = subprocess.run(
+            [*self.command, "--summary"],
+            cwd=self.code,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ReplayError(f"snakemake --summary failed:\n{result.stderr[-3000:]}")
+        lines = result.stdout.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("output_file")), None)
+        if start is None:
+            raise ReplayError(f"snakemake --summary printed no table:\n{result.stdout[-2000:]}")
+        return [line.split("\t")[0] for line in lines[start + 1 :] if "\t" in line]
+
+
+def targets_of(files: list[str], outputs: list[str]) -> list[str]:
+    """The Snakemake targets that make these files: the file, or the folder output holding it."""
+    targets = []
+    for path in files:
+        folder = next((o for o in outputs if path.startswith(o.rstrip("/") + "/")), None)
+        target = folder or path
+        if target not in targets:
+            targets.append(target)
+    return targets
+
+
+def verify_job(job, crate: Crate, target: Path, tolerance: float | None, made: list[str]) -> list:
+    """One row per file the crate says the job made, and one per unexpected file beside them."""
+    rows = []
+    code_results, originals = target / "code" / "results", target / "results"
+    label = job.name + (" (restored)" if job.rule in RESTORED_RULES else "")
+    for file_id in job.results:
+        got, original = code_results / file_id, originals / file_id
+        row = compare_exact(file_id, label, crate.sha256(file_id), got, original)
+        if tolerance is not None and not row.ok:
+            row = compare_tolerant(row, got, original, tolerance)
+        rows.append(row)
+    expected = set(job.results)
+    for folder in (target / "code" / t for t in made):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            file_id = path.relative_to(code_results).as_posix()
+            if file_id not in expected and not is_record(file_id):
+                sha = sha256_file(path)
+                rows.append(Row(file_id, label, None, sha, "NO (not in the crate)", False))
+    return rows
+
+
+def config_changes(expected: dict, replayed: dict, prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(expected) | set(replayed)):
+        a, b = expected.get(key), replayed.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def use_apptainer(crate: Crate, manifest: dict) -> bool:
+    """Whether to run the jobs in Apptainer as the run did: when its jobs ran in an image that is
+    here (bundled, or a registry reference) and Apptainer is installed."""
+    images = {job.container for job in crate.jobs if job.container}
+    if not images:
+        return False
+    missing = [i for i in images if "://" not in i and i not in manifest["restore"].values()]
+    if shutil.which("apptainer") is None or missing:
+        why = "no apptainer here" if not missing else f"{missing[0]} is not bundled (WITH_IMAGE=1)"
+        say(f"warning: the run's jobs ran in {', '.join(sorted(images))}, but {why}: on the host")
+        return False
+    return True
+
+
+def replay(args: argparse.Namespace) -> list[Row]:
+    target = Path(args.dir).absolute()
+    say(f"unpacking {args.archive} into {target}")
+    manifest = unpack(Path(args.archive), target)
+    changed = changed_members(target, manifest)
+    if changed:
+        say(f"note: {len(changed)} member(s) differ from BUNDLE.json: {', '.join(changed[:10])}")
+    warnings, claim = check_out(target, manifest, changed)
+    for warning in warnings:
+        say(warning)
+    crate = Crate(target / "results" / CRATE_NAME)
+    run_config = yaml.safe_load((target / "config" / "run.yaml").read_text())
+    for change in config_changes(crate.config, run_config):
+        say(f"note: config/run.yaml differs from the run's config: {change}")
+    if sha256_file(target / "requirements.lock") != manifest.get("run", {}).get("lock_sha256"):
+        say("note: requirements.lock differs from the lock the run recorded")
+    python = install(args, target)
+    env = environment(python, target, manifest, claim)
+    restore(target, manifest)
+    snakemake = Snakemake(python, target, env, args.cores, use_apptainer(crate, manifest))
+    outputs = snakemake.outputs()
+
+    rows: list[Row] = []
+    for n, job in enumerate(crate.jobs, 1):
+        made = targets_of([f"results/{f}" for f in job.results], outputs)
+        if job.rule not in RESTORED_RULES:
+            log = f"{job.name}.log"
+            where = target / "replay-logs" / log
+            say(f"[{n}/{len(crate.jobs)}] {job.name}: snakemake (log {where})")
+            start = time.monotonic()
+            if snakemake.run(*made, log=log) != 0:
+                rows.append(Row("(the job)", job.name, None, None, "NO (snakemake failed)", False))
+                raise_diverged(rows, job, where)
+            say(f"    {time.monotonic() - start:.0f} s")
+        rows += verify_job(job, crate, target, args.tolerance, made)
+        if args.tolerance is None and not all(row.ok for row in rows):
+            raise_diverged(rows, job)
+    if all(row.ok for row in rows):
+        say("every artifact verified; writing the replay's own crate (snakemake, rule all)")
+        snakemake.run(log="all.log")
+    return rows
+
+
+def raise_diverged(rows: list[Row], job, log: Path | None = None) -> None:
+    print(format_table(rows))
+    first = next(row for row in rows if not row.ok)
+    stage = STAGES.get(job.rule, job.rule)
+    where = f" (see {log})" if log else ""
+    raise Diverged(
+        f"first divergence: {first.artifact}, made by job {job.name} ({stage}){where}: "
+        f"{first.match}"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archive", type=Path, required=True, help="a bundle from `archive`")
+    parser.add_argument("--dir", type=Path, required=True, help="a new (or empty) folder")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="compare weights (largest |difference| per tensor), tables and eval metrics by "
+        "their numbers instead of stopping at the first byte that differs",
+    )
+    parser.add_argument("--venv", type=Path, help="reuse this environment instead of installing")
+    parser.add_argument("--python", type=Path, help="reuse this interpreter's environment")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+
+
+def main(args: argparse.Namespace) -> None:
+    rows = replay(args)
+    print(format_table(rows))
+    for row in rows:
+        for detail in row.details:
+            print(f"  {row.artifact}: {detail}")
+    compared = [row for row in rows if not row.match.startswith("record")]
+    failed = [row for row in rows if not row.ok]
+    records = len(rows) - len(compared)
+    if failed:
+        raise Diverged(
+            f"{len(failed)} of {len(compared)} compared artifacts differ beyond "
+            f"{args.tolerance:g}; first: {failed[0].artifact} (job {failed[0].job})"
+        )
+    mode = "match" if args.tolerance is None else f"match within {args.tolerance:g}"
+    print(f"reproduced: all {len(compared)} compared artifacts {mode} ({records} records listed)")

@@ -1,0 +1,384 @@
+"""Every setting of every stage, defined once: its type, the published recipe's value, what it
+means.
+
+The defaults are the AmberSafe recipe (docs/recipe.md). A config file only holds what it changes:
+config/presets/embedded.yaml shrinks the recipe for a laptop or CI, config/config.yaml adds the
+user's own changes. From these classes come the stage's flags and `--help`
+(`configuration.add_settings_arguments`), the flags a rule passes (`configuration.settings_flags`),
+the config schema (config/schema.json) and docs/settings.md. Strings that can reach a command line
+are constrained to the characters they can legitimately hold.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from amber_repro.infrastructure.chat_settings import AmberChatSettings
+
+# Re-exported (stages import them from here): the eval sections and the base types.
+from amber_repro.infrastructure.settings_eval import (  # noqa: F401
+    EvalSettings,
+    GenerationSettings,
+    SafetyJudge,
+    SafetyPrompts,
+    SafetySettings,
+)
+from amber_repro.infrastructure.settings_types import (  # noqa: F401
+    NAME,
+    PATH_PART,
+    HarnessTask,
+    HubId,
+    ImageRef,
+    PortablePath,
+    Precision,
+    Revision,
+    Section,
+    SplitName,
+)
+
+
+class HubSplits(Section):
+    train: SplitName = Field("train", description="the hub's name of the training split")
+    test: SplitName = Field("test", description="the hub's name of the held-out split")
+
+
+class HubDataset(Section):
+    dataset: HubId = Field("PKU-Alignment/PKU-SafeRLHF", description="Hugging Face dataset id")
+    revision: Revision = Field(
+        "v0", description="tag, branch or commit sha; v0 is the 2023 layout the recipe used"
+    )
+    splits: HubSplits = Field(default_factory=HubSplits, description="our split -> the hub's split")
+
+
+class SyntheticData(Section):
+    seed: int = Field(0, description="generator seed; the same seed gives byte-identical files")
+    train_rows: int = Field(3000, ge=1, description="raw training rows (before filtering)")
+    test_rows: int = Field(400, ge=1, description="raw held-out rows (before filtering)")
+
+
+class DataSettings(Section):
+    source: Literal["hub", "synthetic"] = Field(
+        "hub", description="hub: PKU-SafeRLHF at data.hub; synthetic: generated offline"
+    )
+    hub: HubDataset = Field(default_factory=HubDataset, description="the pinned hub dataset")
+    synthetic: SyntheticData = Field(default_factory=SyntheticData, description="the offline data")
+    on_malformed: Literal["error", "drop"] = Field(
+        "error", description="a null text or label: stop naming it, or drop and count it"
+    )
+
+
+class HubModel(Section):
+    name: HubId = Field("LLM360/AmberChat", description="the base model's hub id")
+    revision: Revision = Field(
+        "main", description="tag, branch or commit sha (the resolved sha is recorded)"
+    )
+
+
+class TinyModel(Section):
+    """The embedded default's base model: a LlamaForCausalLM built here, with its own tokenizer."""
+
+    vocab_size: int = Field(1024, ge=300, description="byte-level BPE vocabulary trained here")
+    hidden_size: int = Field(96, ge=8, description="LlamaConfig.hidden_size")
+    intermediate_size: int = Field(256, ge=8, description="LlamaConfig.intermediate_size")
+    num_layers: int = Field(3, ge=1, description="LlamaConfig.num_hidden_layers")
+    num_heads: int = Field(4, ge=1, description="attention (and key-value) heads")
+    max_position_embeddings: int = Field(512, ge=16, description="longest sequence")
+    seed: int = Field(0, description="seed of the random initialisation")
+
+
+class BaseModelSettings(Section):
+    source: Literal["hub", "tiny", "amberchat"] = Field(
+        "hub",
+        description="hub: base_model.hub; tiny: build base_model.tiny here, offline; amberchat: "
+        "this workflow's own AmberChat (results/amberchat/model, built from amberchat.*)",
+    )
+    hub: HubModel = Field(default_factory=HubModel, description="the pinned hub model")
+    tiny: TinyModel = Field(default_factory=TinyModel, description="the embedded tiny model")
+
+
+class Tokenization(Section):
+    """The reference implementation's keep-start truncation, shared by SFT, ref-logps, DPO, eval."""
+
+    max_length: int = Field(512, ge=2, description="prompt + response tokens at most")
+    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept when truncating")
+
+
+class Training(Section):
+    """What SFT and DPO share; batch_size is GLOBAL (examples per optimizer step, all processes)."""
+
+    batch_size: int = Field(ge=1, description="GLOBAL examples per optimizer step")
+    gradient_accumulation_steps: int = Field(ge=1, description="micro-steps per optimizer step")
+    n_epochs: int = Field(3, ge=1, description="passes over the training data")
+    lr: float = Field(gt=0, description="peak learning rate (RMSprop)")
+    warmup_steps: int = Field(150, ge=0, description="linear warmup steps, then constant")
+    max_grad_norm: float = Field(10.0, gt=0, description="gradient clipping norm")
+    seed: int = Field(0, description="seed of the per-epoch shuffle")
+    precision: Precision = Field("float32", description="float32 (the recipe) or bf16 autocast")
+    gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory)")
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
+
+
+class SFTSettings(Training):
+    batch_size: int = Field(64, ge=1, description="GLOBAL examples per optimizer step")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(2e-7, gt=0, description="peak learning rate (RMSprop)")
+
+
+class ReferenceSettings(Section):
+    batch_size: int = Field(
+        32, ge=1, description="pairs per forward pass at max_length (sizes the default max_tokens)"
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="padded tokens per forward pass, sequences batched longest first; "
+        "null: batch_size x 2 x max_length",
+    )
+    precision: Literal["float32", "float16", "bf16"] = Field(
+        "float16", description="the frozen reference model's dtype"
+    )
+
+
+class DPOSettings(Training):
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid (DPO) or ipo")
+    beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+    label_smoothing: float = Field(
+        0.0, ge=0, le=0.5, description="> 0 turns sigmoid DPO into conservative DPO"
+    )
+    reference_free: bool = Field(False, description="ignore the reference (its log-ratio is 0)")
+    batch_size: int = Field(32, ge=1, description="GLOBAL pairs per optimizer step")
+    gradient_accumulation_steps: int = Field(4, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(5e-7, gt=0, description="peak learning rate (RMSprop)")
+    eval_every: int = Field(500, ge=1, description="optimizer steps between held-out evaluations")
+    eval_examples: int = Field(256, ge=1, description="held-out pairs per evaluation")
+    eval_batch_size: int = Field(32, ge=1, description="pairs per held-out forward pass")
+    length_group_min_saving: int = Field(
+        0,
+        ge=0,
+        description="run a micro-batch's sequences in length groups, one forward pass each, "
+        "where a pass saves more than this many padded tokens; 0: one padded pass (the recipe's). "
+        "Same batches and losses (to float rounding); single-process runs only",
+    )
+
+
+class JobResources(Section):
+    gpus: int = Field(ge=0, description="GPUs per node (and processes per node)")
+    nodes: int = Field(1, ge=1, description="nodes (amberchat, sft, ref_logps and dpo only)")
+    cpus: int = Field(ge=1, description="CPUs per node (also the local thread count)")
+    mem_mb: int = Field(ge=100, description="memory per node, MB")
+    runtime_min: int = Field(ge=1, description="time limit, minutes")
+
+
+def _job(gpus: int, cpus: int, mem_mb: int, runtime_min: int):
+    return Field(
+        default_factory=lambda: JobResources(
+            gpus=gpus, cpus=cpus, mem_mb=mem_mb, runtime_min=runtime_min
+        ),
+        description=f"{gpus} GPU(s), {cpus} CPUs, {mem_mb} MB, {runtime_min} min",
+    )
+
+
+class Resources(Section):
+    """What each GPU rule asks the scheduler for; sized for the 6.7B model on 8-GPU nodes."""
+
+    sft: JobResources = _job(8, 64, 480000, 2880)
+    ref_logps: JobResources = _job(1, 8, 64000, 720)
+    dpo: JobResources = _job(8, 64, 480000, 2880)
+    evaluate: JobResources = _job(1, 8, 64000, 720)
+    generate: JobResources = _job(1, 8, 64000, 120)
+    # FastChat's AmberChat run: one node of 8 x 80 GB A100 (docs/amberchat.md has the arithmetic).
+    amberchat: JobResources = _job(8, 64, 480000, 4320)
+    amberchat_eval: JobResources = _job(1, 8, 64000, 720)
+    safety_answers: JobResources = _job(1, 8, 64000, 240)
+    safety_judge: JobResources = _job(1, 8, 64000, 120)
+
+
+class Reproducibility(Section):
+    deterministic: bool = Field(
+        False,
+        description="deterministic kernels, no TF32: bitwise repeatable on one GPU model and stack",
+    )
+
+
+class ContainerSettings(Section):
+    image: ImageRef = Field(
+        "results/containers/amber-repro.sif",
+        description="the GPU rules' Apptainer image: a local path or a registry URI",
+    )
+
+
+# An experiment's name: a folder under results/ambersafe/experiments/.
+ExperimentName = Annotated[str, StringConstraints(pattern=rf"^{NAME}$", max_length=64)]
+
+
+class Experiment(Section):
+    """A named variant of the DPO stage and its evaluation; the data, the SFT checkpoint and the
+    reference log-probs are shared with every other experiment
+    (amber_repro/infrastructure/experiments.py)."""
+
+    dpo: dict[str, Any] = Field(
+        default_factory=dict, description="changes to the dpo settings, e.g. {beta: 0.2}"
+    )
+    eval: dict[str, Any] = Field(
+        default_factory=dict,
+        description="changes to eval.batch_size, limit, bootstrap_iters or generations",
+    )
+
+
+class Config(Section):
+    """The whole workflow's settings: the recipe, changed by a preset and the user's config.
+
+    Settings that must agree with each other (batch sizes and processes, prompt and total length,
+    nodes and rules, CPUs and processes) are checked together here, before any job starts.
+    """
+
+    preset: Literal["recipe", "embedded"] = Field(
+        "recipe",
+        description="recipe: the published 7B recipe; embedded: tiny model, synthetic data, CPU",
+    )
+    data: DataSettings = Field(default_factory=DataSettings, description="raw data and filtering")
+    base_model: BaseModelSettings = Field(
+        default_factory=BaseModelSettings, description="the model SFT starts from"
+    )
+    tokenization: Tokenization = Field(default_factory=Tokenization, description="truncation")
+    sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised finetuning")
+    reference: ReferenceSettings = Field(
+        default_factory=ReferenceSettings, description="reference log-probs"
+    )
+    dpo: DPOSettings = Field(default_factory=DPOSettings, description="preference optimisation")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="evaluation")
+    reproducibility: Reproducibility = Field(
+        default_factory=Reproducibility, description="repeatability of GPU runs"
+    )
+    resources: Resources = Field(default_factory=Resources, description="scheduler requests")
+    container: ContainerSettings = Field(
+        default_factory=ContainerSettings, description="the GPU rules' image"
+    )
+    amberchat: AmberChatSettings = Field(
+        default_factory=AmberChatSettings,
+        description="Amber -> AmberChat: instruction finetuning and its evaluation",
+    )
+    experiments: dict[ExperimentName, Experiment] = Field(
+        default_factory=dict,
+        description="named DPO variants sharing everything upstream: name -> {dpo: ..., eval: ...}",
+    )
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> Config:
+        """Each problem as its own error at the key it names (see `conflicts`)."""
+        problems = conflicts(self)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Config",
+                [
+                    {
+                        "type": PydanticCustomError(CONFLICT, "{message}", {"message": message}),
+                        "loc": key,
+                        "input": value,
+                    }
+                    for key, value, message in problems
+                ],
+            )
+        return self
+
+
+# --- settings that must agree with each other -----------------------------------------------------
+
+CONFLICT = "settings_conflict"  # the error type; its message already names the key's value
+TRAINING_JOBS = ("sft", "dpo")  # their batch_size is GLOBAL: split over micro-steps and processes
+# Started with torchrun on every node (launch.py).
+MULTI_NODE_JOBS = ("amberchat", "dpo", "ref_logps", "sft")
+
+
+def processes_per_node(job: JobResources) -> int:
+    """One process per GPU; a CPU-only job (0 GPUs) runs one process."""
+    return max(1, job.gpus)
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def conflicts(config: Config) -> list[tuple[tuple[str, ...], object, str]]:
+    """(key, its value, message) for every pair of settings that cannot work together."""
+    from amber_repro.infrastructure.experiments import (
+        experiment_conflicts,  # it builds on these classes
+    )
+
+    return [
+        *_tokenization_conflicts(config.tokenization),
+        *_batch_conflicts(config),
+        *batch_conflicts(
+            ("amberchat", "train"), config.amberchat.train, "amberchat", config.resources.amberchat
+        ),
+        *_resource_conflicts(config.resources),
+        *experiment_conflicts(config),
+    ]
+
+
+def _tokenization_conflicts(tokens: Tokenization) -> list:
+    """Keep-start truncation cuts responses to max_length - max_prompt_length: it must be > 0."""
+    if tokens.max_prompt_length < tokens.max_length:
+        return []
+    message = (
+        f"tokenization.max_prompt_length: {tokens.max_prompt_length} is not below "
+        f"tokenization.max_length {tokens.max_length} (a truncated prompt must leave room for "
+        "the response)"
+    )
+    return [(("tokenization", "max_prompt_length"), tokens.max_prompt_length, message)]
+
+
+def _batch_conflicts(config: Config) -> list:
+    """Each process runs equal micro-batches: batch = micro x accumulation x processes
+    (training.micro_batch_size, the GLOBAL convention)."""
+    return [
+        problem
+        for name in TRAINING_JOBS
+        for problem in batch_conflicts(
+            (name,), getattr(config, name), name, getattr(config.resources, name)
+        )
+    ]
+
+
+def batch_conflicts(where: tuple[str, ...], stage: Training, job_name: str, job) -> list:
+    """The batch check of one training stage's settings; `where` is their key ("dpo",)."""
+    processes = processes_per_node(job) * job.nodes
+    if stage.batch_size % (stage.gradient_accumulation_steps * processes) == 0:
+        return []
+    key = ".".join(where)
+    message = (
+        f"{key}.batch_size: {stage.batch_size} is not divisible by "
+        f"{key}.gradient_accumulation_steps {stage.gradient_accumulation_steps} x "
+        f"{_count(processes, 'process', 'processes')} "
+        f"(resources.{job_name}: {_count(job.gpus, 'GPU')} x {_count(job.nodes, 'node')})"
+    )
+    return [((*where, "batch_size"), stage.batch_size, message)]
+
+
+def _resource_conflicts(resources: Resources) -> list:
+    """Only the torchrun rules span nodes, and each of their processes needs a core."""
+    problems = []
+    for name in Resources.model_fields:
+        job: JobResources = getattr(resources, name)
+        if job.nodes > 1 and name not in MULTI_NODE_JOBS:
+            message = (
+                f"resources.{name}.nodes: {job.nodes}, but only "
+                f"{', '.join(sorted(MULTI_NODE_JOBS))} run on several nodes"
+            )
+            problems.append((("resources", name, "nodes"), job.nodes, message))
+        if name in MULTI_NODE_JOBS and job.cpus < processes_per_node(job):
+            message = (
+                f"resources.{name}.cpus: {job.cpus} is fewer than the "
+                f"{processes_per_node(job)} processes per node (resources.{name}.gpus "
+                f"{job.gpus}): each process needs a core"
+            )
+            problems.append((("resources", name, "cpus"), job.cpus, message))
+    return problems

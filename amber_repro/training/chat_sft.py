@@ -1,0 +1,212 @@
+"""Instruction finetuning, Amber -> AmberChat, as FastChat's train.py runs it through the Hugging
+Face Trainer (v0.2.33, late 2023).
+
+Read top to bottom: render and mask every conversation as FastChat's `preprocess` does
+(chat_template.py), load (and shard, under torchrun) the model, build the Trainer's AdamW and cosine
+schedule, restore a checkpoint if this same run was interrupted, then the loop shared with SFT
+(supervised_loop.py) with the Trainer's loss, and a final save_pretrained folder with a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from amber_repro.data.chat_template import preprocess
+from amber_repro.data.tokenization import IGNORE_INDEX
+from amber_repro.infrastructure.chat_settings import ChatTokenizer, ChatTrainSettings
+from amber_repro.infrastructure.errors import DataError
+from amber_repro.infrastructure.provenance import sha256_file
+from amber_repro.infrastructure.settings import Reproducibility
+from amber_repro.training import distributed, supervised_loop
+from amber_repro.training import training as T
+from amber_repro.training.chat_tokenizer import load_tokenizer
+from amber_repro.training.checkpointing import RunCheckpoints
+from amber_repro.training.export import model_card, write_model_dir
+from amber_repro.training.logprobs import sequence_logps
+
+TEMPLATE = "vicuna_v1.1"  # FastChat's get_conversation_template("vicuna") at v0.2.33
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True, help="conversations-train.parquet (id, source, turns)"
+    )
+    # The tokenizer's legacy mode moves FastChat's turn offsets: the same one in every stage.
+    sections = ((ChatTokenizer, ("legacy",)), Reproducibility)
+    T.add_training_arguments(parser, ChatTrainSettings, sections=sections)
+
+
+def read_conversations(path: Path) -> list[list[dict]]:
+    """The `turns` of every row: lists of {"role": "human"|"gpt", "text": ...}."""
+    frame = pl.read_parquet(path)
+    if "turns" not in frame.columns:
+        raise DataError(f"{path}: no `turns` column (columns: {', '.join(frame.columns)})")
+    return frame["turns"].to_list()
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """A malformed conversation (chat_template's ValueError: a role out of turn) as a DataError
+    that names the file it is in."""
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def token_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The Trainer's loss of one micro-batch: the causal LM's mean negative log-likelihood over its
+    trained (assistant) tokens. A micro-batch with none (every example masked out by FastChat's
+    mismatch rule) adds 0 rather than the Trainer's NaN."""
+    trained = (labels[:, 1:] != IGNORE_INDEX).sum()
+    return -sequence_logps(logits, labels).sum() / trained.clamp(min=1)
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    """The Trainer's TrainingArguments.get_warmup_steps for a ratio: ceil(ratio x total)."""
+    return math.ceil(total_steps * warmup_ratio)
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """FastChat's `optim="adamw_torch"`: torch's AdamW. The Trainer puts biases and norms in a
+    group without weight decay; with the recipe's weight decay 0 both groups are the same, so with
+    another value the decay applies to those as well (said in docs/amberchat.md)."""
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=args.lr,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
+    )
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_ratio: float):
+    """lr_scheduler_type "cosine": linear warmup from 0, then a half cosine to 0 at total_steps
+    (transformers' own function, as the Trainer calls it)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(
+        optimizer, warmup_steps(total_steps, warmup_ratio), total_steps
+    )
+
+
+def set_tf32(enabled: bool, deterministic: bool) -> None:
+    """--tf32 True of the recipe; deterministic runs keep TF32 off (set_determinism)."""
+    if enabled and not deterministic:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def main(args: argparse.Namespace) -> None:
+    T.set_determinism(args.deterministic)
+    set_tf32(args.tf32, args.deterministic)
+    procs = T.processes()
+    # A batch that does not split into equal micro-batches stops here, before anything loads.
+    T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    tokenizer = load_tokenizer(args.model, args.legacy, args.model_max_length)
+    with naming(args.data):
+        chat = preprocess(read_conversations(args.data), tokenizer, args.model_max_length)
+    examples = [
+        {"input_ids": ids, "labels": labels}
+        for ids, labels in zip(chat.input_ids, chat.labels, strict=True)
+    ]
+    total = T.total_steps(len(examples), args)
+
+    model = T.load_model(
+        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
+    )
+    model = distributed.shard(model, args.precision)
+    optimizer = build_optimizer(model, args)
+    scheduler = build_scheduler(optimizer, total, args.warmup_ratio)
+    checkpoints = RunCheckpoints(
+        "chat-sft",
+        T.training_settings(args),
+        [args.model, args.data],
+        args.state_dir,
+        args.checkpoint_every,
+        model,
+        optimizer,
+        scheduler,
+        procs,
+    )
+    start_step = checkpoints.resume()
+    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
+    done = supervised_loop.train(
+        args,
+        "chat-sft",
+        model,
+        examples,
+        tokenizer.pad_token_id,
+        token_mean_loss,
+        checkpoints,
+        metrics,
+        start_step,
+    )
+    weights = distributed.full_state_dict(model)
+    if procs.is_main:
+        results = {
+            "optimizer steps": done.steps,
+            "warmup steps": warmup_steps(total, args.warmup_ratio),
+            "final loss": supervised_loop.last_loss(metrics.path),
+            "processes": procs.world_size,
+            "train tokens/s": done.tokens / max(done.seconds, 1e-9),
+        }
+        save(args, model, tokenizer, weights, metrics, results, chat.mismatched)
+        shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
+        print(
+            f"chat-sft: {done.steps} optimizer steps in {done.seconds:.1f} s on "
+            f"{procs.world_size} process(es), {len(chat.mismatched)} of {len(examples)} "
+            f"conversations masked out by the mismatch rule; saved {args.out_dir}"
+        )
+    distributed.shutdown()
+
+
+def save(args, model, tokenizer, weights, metrics, results, mismatched: list[int]) -> None:
+    """The AmberChat folder: weights, tokenizer (padding = unk, as trained), card and record."""
+    settings = T.training_settings(args)
+    source = supervised_loop.source_of(args.model)
+    data_sha256 = sha256_file(args.data)
+    conversations = {
+        "conversations": pl.read_parquet(args.data, columns=["id"]).height,
+        "masked out by the mismatch rule": len(mismatched),
+    }
+    card = model_card(
+        "AmberChat (amber-repro)",
+        f"Instruction finetuning of {source} on multi-turn conversations in FastChat's "
+        f"{TEMPLATE} template; only assistant turns (and their </s>) are trained, as in FastChat's "
+        "train.py. Prompt it the same way: `python -m amber_repro chat-eval` shows how.",
+        base_model=source,
+        data={"conversations": args.data, "sha256": data_sha256, "template": TEMPLATE},
+        settings=settings,
+        results={**results, **conversations},
+    )
+    record = {
+        "stage": "chat-sft",
+        "template": TEMPLATE,
+        "settings": settings,
+        "base_model": source,
+        "inputs": {str(args.data): data_sha256},
+        "results": results,
+        "conversations": conversations,
+        # Indices into the training parquet, so each can be looked at.
+        "mismatched": mismatched,
+    }
+    write_model_dir(
+        model,
+        tokenizer,
+        args.out_dir,
+        card,
+        record,
+        state_dict=weights,
+        extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"},
+    )

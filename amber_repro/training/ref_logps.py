@@ -1,0 +1,216 @@
+"""The frozen SFT model's summed response log-probs for every pair: computed once, read by DPO.
+
+DPO then needs no second model in memory, and changing a DPO setting (beta, loss, lr) never
+recomputes them: they are their own DAG target. One process scores every split it is given
+(`--pairs train test --out train test`), so the model loads once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from amber_repro.data.tokenization import Limits
+from amber_repro.infrastructure.configuration import add_settings_arguments
+from amber_repro.infrastructure.errors import NonFiniteLossError
+from amber_repro.infrastructure.provenance import (
+    atomic_path,
+    command_line,
+    run_context,
+    sha256_file,
+    sha256_model,
+    software_versions,
+    write_json,
+)
+from amber_repro.infrastructure.settings import ReferenceSettings, Reproducibility, Tokenization
+from amber_repro.training import distributed
+from amber_repro.training import training as T
+from amber_repro.training.batching import longest_first, token_budget_batches
+from amber_repro.training.logprobs import batch_logps
+from amber_repro.training.pairs import (
+    ON_MALFORMED,
+    PAIR_TEXT,
+    drop_or_refuse_eos,
+    tokenize_pairs,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="the SFT save_pretrained folder")
+    parser.add_argument(
+        "--pairs", type=Path, nargs="+", required=True, help="pairs-{split}.parquet, one per split"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="{split}.parquet for each --pairs, in the same order; a .json record goes beside each",
+    )
+    add_settings_arguments(parser, ReferenceSettings, Tokenization, Reproducibility, ON_MALFORMED)
+
+
+SIDES = ("chosen", "rejected")
+
+
+def token_budget(args: argparse.Namespace) -> int:
+    """Padded tokens per forward pass: --max-tokens, or the old worst case of --batch-size pairs
+    of --max-length tokens (so a config sized for that keeps its memory bound)."""
+    return args.max_tokens or 2 * args.batch_size * args.max_length
+
+
+def deal(lengths: list[int], rank: int, world_size: int) -> list[int]:
+    """This process's items: all items longest first, dealt in turn, so that every process gets
+    as many (within one) and as long ones; the hands of all processes cover each item once."""
+    return longest_first(lengths)[rank::world_size]
+
+
+def run_batches(
+    model, sequences: list[dict], batches: list[list[int]], n_passes: int, stand_in, pad_id, procs
+) -> list[float]:
+    """`batch_logps` of sequences[i] for every i in `batches`, in `n_passes` forward passes.
+
+    Under FSDP every process joins every forward pass, so all run the same number; a process out
+    of batches runs `stand_in` (a sequence) and drops its result.
+    Returns one log-prob per sequence, in the order of `sequences`.
+    """
+    out = [float("nan")] * len(sequences)
+    progress = tqdm(
+        range(n_passes), desc="ref-logps", unit="batch", mininterval=5, disable=not procs.is_main
+    )
+    for step in progress:
+        batch = batches[step] if step < len(batches) else []
+        inputs = [sequences[i] for i in batch] or [stand_in]
+        logps = batch_logps(model, inputs, pad_id, procs.device).cpu().tolist()
+        for i, value in zip(batch, logps, strict=False):  # a stand-in's batch is empty
+            out[i] = value
+    return out
+
+
+@torch.inference_mode()
+def compute(
+    model, tokenizer, pairs: pl.DataFrame, limits: Limits, max_tokens: int, procs: T.Processes
+) -> tuple[pl.DataFrame, list[int]]:
+    """Log-probs of every pair, each computed by exactly one process; returns them and the
+    per-process counts.
+
+    Each process runs its pairs' chosen and rejected sequences longest first, in batches of at
+    most max_tokens padded tokens; the results go back in the order of `pairs`.
+    """
+    tokenized = tokenize_pairs(tokenizer, pairs, limits)
+    mine = deal([longest_sequence(p) for p in tokenized], procs.rank, procs.world_size)
+    counts = distributed.gather(len(mine))
+    # Sequences are batched on their own: pairing chosen with rejected would pad both to the longer.
+    sequences = [tokenized[i][side] for i in mine for side in SIDES]
+    batches = token_budget_batches([len(s["input_ids"]) for s in sequences], max_tokens)
+    n_passes = max(distributed.gather(len(batches)))
+    everyone = [p[side] for p in tokenized for side in SIDES]  # a process may have no pairs
+    stand_in = min(everyone, key=lambda s: len(s["input_ids"]), default=None)
+    logps = run_batches(
+        model, sequences, batches, n_passes, stand_in, tokenizer.pad_token_id, procs
+    )
+    local = [(i, logps[2 * k], logps[2 * k + 1]) for k, i in enumerate(mine)]
+    rows = sorted(row for part in distributed.gather(local) for row in part)
+    if [i for i, _, _ in rows] != list(range(len(tokenized))):
+        raise RuntimeError(
+            "reference log-probs: the processes did not cover every pair exactly once"
+        )
+    return reference_frame(pairs, rows), counts
+
+
+def longest_sequence(pair: dict) -> int:
+    return max(len(pair[side]["input_ids"]) for side in SIDES)
+
+
+def reference_frame(pairs: pl.DataFrame, rows: list[tuple[int, float, float]]) -> pl.DataFrame:
+    """The output rows, in the order of `pairs`, from (pair index, chosen, rejected) in that
+    order; refuses a non-finite log-prob, naming its source_row."""
+    chosen_t = torch.tensor([c for _, c, _ in rows], dtype=torch.float64)
+    rejected_t = torch.tensor([r for _, _, r in rows], dtype=torch.float64)
+    bad = ~(torch.isfinite(chosen_t) & torch.isfinite(rejected_t))
+    if bad.any():
+        row = pairs["source_row"][int(bad.nonzero()[0])]
+        raise NonFiniteLossError(
+            f"non-finite reference log-prob for source_row {row} ({int(bad.sum())} pair(s))"
+        )
+    return pl.DataFrame(
+        {
+            "source_row": pairs["source_row"],
+            "reference_chosen_logps": chosen_t.numpy(),
+            "reference_rejected_logps": rejected_t.numpy(),
+        }
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    if len(args.pairs) != len(args.out):
+        raise SystemExit(
+            f"ref-logps: {len(args.pairs)} --pairs file(s) but {len(args.out)} --out file(s); "
+            "give one output per pairs file, in the same order"
+        )
+    T.set_determinism(args.deterministic)
+    procs = T.processes()
+    # The data is checked before the model loads: a text holding EOS stops (or is dropped) first.
+    tokenizer = T.load_tokenizer(args.model)
+    splits = [
+        (pairs_path, out, *checked_pairs(pairs_path, tokenizer, args))
+        for pairs_path, out in zip(args.pairs, args.out, strict=True)
+    ]
+    model = T.load_model(args.model, T.PRECISIONS[args.precision], procs.device).eval()
+    model = distributed.shard(model, "float32")
+    limits = T.Limits(args.max_length, args.max_prompt_length)
+    model_sha256 = sha256_model(args.model) if procs.is_main else None  # hashed once: 13 GB at 7B
+    for pairs_path, out, pairs, dropped in splits:
+        result, counts = compute(model, tokenizer, pairs, limits, token_budget(args), procs)
+        if procs.is_main:
+            inputs = {str(pairs_path): sha256_file(pairs_path), str(args.model): model_sha256}
+            write_split(args, inputs, out, result, dropped, counts, procs.world_size)
+    distributed.shutdown()
+
+
+def checked_pairs(path: Path, tokenizer, args) -> tuple[pl.DataFrame, int]:
+    """The pairs of `path`, less those --on-malformed drops, and how many it dropped."""
+    return drop_or_refuse_eos(pl.read_parquet(path), tokenizer, path, PAIR_TEXT, args.on_malformed)
+
+
+RECORDED_SETTINGS = (
+    "batch_size",
+    "max_tokens",
+    "precision",
+    "max_length",
+    "max_prompt_length",
+    "on_malformed",
+)
+
+
+def write_split(args, inputs: dict, out: Path, result, dropped: int, counts, world_size: int):
+    """One split's parquet and, beside it, its JSON record; `inputs` maps the pairs file and the
+    model to their sha256."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, needed_bytes=result.estimated_size()) as tmp:
+        result.write_parquet(tmp)
+    settings = {k: v for k, v in vars(args).items() if k in RECORDED_SETTINGS}
+    write_json(
+        out.with_suffix(".json"),
+        {
+            "stage": "ref-logps",
+            "settings": settings | {"max_tokens_applied": token_budget(args)},
+            "inputs": inputs,
+            "outputs": {str(out): sha256_file(out)},
+            "pairs": result.height,
+            "pairs_dropped": {"text contains EOS": dropped},
+            "pairs_per_process": counts,
+            "software": software_versions(),
+            "run": run_context(),
+            "command": command_line(),
+        },
+    )
+    pairs_path = next(iter(inputs))
+    print(
+        f"ref-logps: {result.height} pairs from {pairs_path} ({dropped} dropped: text contains "
+        f"EOS) on {world_size} process(es) -> {out}"
+    )

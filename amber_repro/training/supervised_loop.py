@@ -1,0 +1,118 @@
+"""The supervised training loop shared by SFT (AmberSafe) and instruction finetuning (AmberChat).
+
+The two differ in their examples, their loss and their schedule, which the caller passes in; the
+loop itself (seeded global batches, micro-batches per process, gradient accumulation, clipping,
+metrics, checkpoints after each optimizer step) is one piece of code, so a fix to it reaches both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from amber_repro.data.tokenization import collate
+from amber_repro.infrastructure.provenance import read_json
+from amber_repro.training import distributed
+from amber_repro.training import training as T
+from amber_repro.training.checkpointing import RunCheckpoints
+
+# (logits, labels) of one micro-batch -> its loss, before division by the accumulation steps.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    steps: int  # optimizer steps done (including those before a resume)
+    tokens: int  # non-padding tokens seen by this run, all processes
+    seconds: float
+
+
+def train(
+    args: argparse.Namespace,
+    stage: str,
+    model,
+    examples: list[dict[str, list[int]]],
+    pad_token_id: int,
+    loss_fn: LossFn,
+    checkpoints: RunCheckpoints,
+    metrics: T.MetricsLog,
+    start_step: int,
+) -> LoopResult:
+    """Train `model` on `examples` ({"input_ids", "labels"}) until the last optimizer step.
+
+    The optimizer and scheduler are the ones `checkpoints` saves and restores.
+    """
+    _, optimizer, scheduler, procs = checkpoints.training_state
+    micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    total = T.total_steps(len(examples), args)
+    progress = tqdm(
+        total=total,
+        initial=start_step,
+        desc=stage,
+        unit="step",
+        mininterval=5,
+        disable=not procs.is_main,
+    )
+    step, tokens, started = start_step, 0, time.perf_counter()
+    for step, indices in T.global_batches(
+        len(examples), args.batch_size, args.seed, args.n_epochs, start_step
+    ):
+        if step >= total:
+            break
+        model.train()
+        step_loss = 0.0
+        chunks = T.micro_batches(indices, micro, procs)
+        for index, chunk in enumerate(chunks):
+            distributed.gradient_sync(model, index == len(chunks) - 1)
+            batch = {
+                k: v.to(procs.device)
+                for k, v in collate([examples[i] for i in chunk], pad_token_id).items()
+            }
+            with T.autocast(args, procs.device):
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+            loss = loss_fn(logits, batch["labels"]) / args.gradient_accumulation_steps
+            checkpoints.check_finite(loss, step)
+            loss.backward()
+            step_loss += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
+        logged = distributed.mean_over_processes({"loss": step_loss})
+        metrics.log(
+            step + 1,
+            {
+                **logged,
+                "grad_norm": grad_norm,
+                "lr": scheduler.get_last_lr()[0],
+                "examples": (step + 1) * args.batch_size,
+            },
+        )
+        progress.update(1)
+        checkpoints.after_step(step + 1)
+        step += 1
+    progress.close()
+    metrics.close()
+    seconds = time.perf_counter() - started
+    return LoopResult(step, distributed.sum_over_processes(tokens), seconds)
+
+
+def source_of(model_dir: Path) -> str:
+    """What a model folder was made from, for the card: its own record if amber-repro wrote it."""
+    for name in ("amber_repro.json", "amber_repro_source.json"):
+        if (model_dir / name).exists():
+            record = read_json(model_dir / name)
+            return record.get("model") or f"{model_dir} ({record.get('stage', 'base')})"
+    return str(model_dir)
+
+
+def last_loss(path: Path) -> float | None:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["loss"] if lines else None
