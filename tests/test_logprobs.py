@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
 
 from amber_repro.data.tokenization import IGNORE_INDEX, Limits
 from amber_repro.training import distributed, logprobs, ref_logps
@@ -165,17 +165,7 @@ class CharTokenizer:
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=44,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(44)
 
 
 def pairs_frame(n: int = 23) -> pl.DataFrame:
@@ -360,10 +350,8 @@ def test_grouped_forward_passes_give_the_padded_pass_values_and_gradients():
     gradients to float32 rounding. The matrix products run on other shapes (fewer rows, shorter
     padding), so sums may round differently; 1e-5 relative is ~100x float32's epsilon over the
     ~100-token sums here, far below any real difference (one wrong token changes a sum by > 0.1)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(50, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                       num_key_value_heads=2)  # fmt: skip
     lengths = [3, 40, 5, 38, 4, 41, 6, 39]
     sequences = []
     for n in lengths:

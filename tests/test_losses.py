@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
 
 from amber_repro.data.tokenization import IGNORE_INDEX, collate
 from amber_repro.training.logprobs import sequence_logps, sft_loss
@@ -72,17 +72,7 @@ def test_dpo_gradient_raises_chosen_and_lowers_rejected():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(50)
 
 
 def slow_logps(model, input_ids: list[int], labels: list[int]) -> float:
