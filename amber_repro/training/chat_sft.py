@@ -28,7 +28,6 @@ from amber_repro.infrastructure.settings import Reproducibility
 from amber_repro.training import distributed, supervised_loop
 from amber_repro.training import training as T
 from amber_repro.training.chat_tokenizer import load_tokenizer
-from amber_repro.training.checkpointing import RunCheckpoints
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps
 
@@ -122,25 +121,13 @@ def main(args: argparse.Namespace) -> None:
     ]
     total = T.total_steps(len(examples), args)
 
-    model = T.load_model(
-        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
+    def optimizer_and_schedule(model):
+        optimizer = build_optimizer(model, args)
+        return optimizer, build_scheduler(optimizer, total, args.warmup_ratio)
+
+    model, checkpoints, metrics, start_step = supervised_loop.start(
+        args, "chat-sft", [args.model, args.data], procs, optimizer_and_schedule
     )
-    model = distributed.shard(model, args.precision)
-    optimizer = build_optimizer(model, args)
-    scheduler = build_scheduler(optimizer, total, args.warmup_ratio)
-    checkpoints = RunCheckpoints(
-        "chat-sft",
-        T.training_settings(args),
-        [args.model, args.data],
-        args.state_dir,
-        args.checkpoint_every,
-        model,
-        optimizer,
-        scheduler,
-        procs,
-    )
-    start_step = checkpoints.resume()
-    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     done = supervised_loop.train(
         args,
         "chat-sft",

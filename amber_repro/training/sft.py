@@ -19,7 +19,6 @@ from amber_repro.infrastructure.provenance import sha256_file
 from amber_repro.infrastructure.settings import SFTSettings
 from amber_repro.training import distributed, supervised_loop
 from amber_repro.training import training as T
-from amber_repro.training.checkpointing import RunCheckpoints
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps, sft_loss
 from amber_repro.training.pairs import ON_MALFORMED, SFT_TEXT, drop_or_refuse_eos
@@ -47,25 +46,13 @@ def main(args: argparse.Namespace) -> None:
         for p, r in frame.select("prompt", "response").iter_rows()
     ]
 
-    model = T.load_model(
-        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
+    def optimizer_and_schedule(model):
+        optimizer = T.build_optimizer(model, args.lr)
+        return optimizer, T.build_scheduler(optimizer, args.warmup_steps)
+
+    model, checkpoints, metrics, start_step = supervised_loop.start(
+        args, "sft", [args.model, args.data], procs, optimizer_and_schedule
     )
-    model = distributed.shard(model, args.precision)
-    optimizer = T.build_optimizer(model, args.lr)
-    scheduler = T.build_scheduler(optimizer, args.warmup_steps)
-    checkpoints = RunCheckpoints(
-        "sft",
-        T.training_settings(args),
-        [args.model, args.data],
-        args.state_dir,
-        args.checkpoint_every,
-        model,
-        optimizer,
-        scheduler,
-        procs,
-    )
-    start_step = checkpoints.resume()
-    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     done = supervised_loop.train(
         args,
         "sft",
