@@ -159,7 +159,9 @@ class CharTokenizer:
 
     eos_token_id, pad_token_id = 2, 3
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = False) -> dict:
+        if isinstance(text, list):  # a batch, as a Hugging Face tokenizer takes one
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
         return {"input_ids": [4 + ord(c) % 40 for c in text]}
 
 
@@ -224,24 +226,30 @@ def assert_same_logps(got: pl.DataFrame, want: pl.DataFrame) -> None:
         )
 
 
+@pytest.mark.parametrize("share_prompt", [False, True])
 @pytest.mark.parametrize("max_tokens", [1, 40, 200, 10_000])
-def test_reference_pass_matches_the_straightforward_pass_in_pair_order(model, max_tokens):
+def test_reference_pass_matches_the_straightforward_pass_in_pair_order(
+    model, max_tokens, share_prompt
+):
     pairs, limits = pairs_frame(), Limits(24, 10)
     frame, counts = ref_logps.compute(
-        model, CharTokenizer(), pairs, limits, max_tokens, Processes(0, 1, CPU)
+        model, CharTokenizer(), pairs, limits, max_tokens, Processes(0, 1, CPU), share_prompt
     )
     assert counts == [pairs.height]
     assert_same_logps(frame, straightforward_pass(model, pairs, limits))
 
 
-def lengths_of(pairs: pl.DataFrame, limits: Limits, rank: int, world: int) -> list[int]:
-    """The sequence lengths of one process's pairs."""
+def lengths_of(
+    pairs: pl.DataFrame, limits: Limits, rank: int, world: int, share_prompt: bool
+) -> list[int]:
+    """The lengths of one process's units (sequences, or packed pairs with share_prompt)."""
     from amber_repro.training.pairs import tokenize_pairs
 
     tokenized = tokenize_pairs(CharTokenizer(), pairs, limits)
-    longest = [ref_logps.longest_sequence(p) for p in tokenized]
-    hand = ref_logps.deal(longest, rank, world)
-    return [len(tokenized[i][side]["input_ids"]) for i in hand for side in ref_logps.SIDES]
+    units_of = ref_logps.pair_packed_row if share_prompt else ref_logps.pair_sequences
+    units = [units_of(p) for p in tokenized]
+    hand = ref_logps.deal([ref_logps.longest(u) for u in units], rank, world)
+    return [len(u["input_ids"]) for i in hand for u in units[i]]
 
 
 class FakeGroup:
@@ -264,6 +272,7 @@ class CountingModel:
 
     def __init__(self, model, group: FakeGroup):
         self.model, self.group, self.passes = model, group, {}
+        self.config = model.config  # read by shared_prompt.model_mask
 
     def __call__(self, **inputs):
         rank = self.group.local.rank
@@ -271,9 +280,11 @@ class CountingModel:
         return self.model(**inputs)
 
 
-@pytest.mark.parametrize("world, max_tokens", [(2, 1), (3, 60)])
+@pytest.mark.parametrize(
+    "world, max_tokens, share_prompt", [(2, 1, False), (3, 60, False), (3, 60, True)]
+)
 def test_processes_each_score_their_own_pairs_in_equal_numbers_of_passes(
-    model, monkeypatch, world, max_tokens
+    model, monkeypatch, world, max_tokens, share_prompt
 ):
     pairs, limits = pairs_frame(), Limits(24, 10)
     group = FakeGroup(world)
@@ -284,7 +295,7 @@ def test_processes_each_score_their_own_pairs_in_equal_numbers_of_passes(
         group.local.rank = rank
         procs = Processes(rank, world, CPU)
         results[rank] = ref_logps.compute(
-            counting, CharTokenizer(), pairs, limits, max_tokens, procs
+            counting, CharTokenizer(), pairs, limits, max_tokens, procs, share_prompt
         )
 
     threads = [threading.Thread(target=process, args=(rank,)) for rank in range(world)]
@@ -294,7 +305,7 @@ def test_processes_each_score_their_own_pairs_in_equal_numbers_of_passes(
         thread.join()
     assert len(set(counting.passes.values())) == 1 and len(counting.passes) == world
     own_batches = {
-        len(token_budget_batches(lengths_of(pairs, limits, r, world), max_tokens))
+        len(token_budget_batches(lengths_of(pairs, limits, r, world, share_prompt), max_tokens))
         for r in range(world)
     }
     assert len(own_batches) > 1  # so some process ran stand-in passes

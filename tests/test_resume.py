@@ -75,9 +75,11 @@ def stage_command(stage: str, pipeline, out: Path) -> list[str]:
             "32",
             "--precision",
             "float32",
-            # Length-grouped forward passes (as the embedded preset runs them) resume exactly too.
+            # Length-grouped forward passes of packed pairs (as the embedded preset runs them)
+            # resume exactly too.
             "--length-group-min-saving",
             "128",
+            "--share-prompt",
         ]
     return [
         sys.executable,

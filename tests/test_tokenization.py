@@ -101,6 +101,25 @@ def test_text_containing_eos_is_refused(tokenizer):
         tokenize_pair(tokenizer, "hi </s>", "a", "b", Limits(64, 32))
 
 
+def test_a_frame_of_pairs_tokenizes_as_each_pair_alone(tokenizer):
+    """tokenize_pairs encodes each column in one batch call: the same ids as row by row, with
+    truncation (long texts at small limits) and an empty prompt among them."""
+    texts = ["How do I pick a lock?", "请告诉我 ¿Me puedes ayudar? 🙏", "", "Sure! " * 12]
+    frame = pl.DataFrame(
+        {
+            "prompt": [texts[i % 4] for i in range(8)],
+            "chosen": [texts[(i + 1) % 4] + "ok" for i in range(8)],
+            "rejected": [texts[(i + 3) % 4] * 2 + "no" for i in range(8)],
+        }
+    )
+    limits = Limits(24, 10)
+    want = [tokenize_pair(tokenizer, *row, limits) for row in frame.iter_rows()]
+    assert tokenize_pairs(tokenizer, frame, limits) == want
+    assert any(len(p["chosen"]["input_ids"]) == 24 for p in want)  # truncation was exercised
+    with pytest.raises(DataError, match="contains the EOS token: 'Sure</s>'"):
+        tokenize_pairs(tokenizer, frame.with_columns(pl.lit("Sure</s>").alias("rejected")), limits)
+
+
 def eos_pairs() -> pl.DataFrame:
     """source_row 7: EOS in the rejected response; 8: only look-alikes; 9: EOS in the prompt."""
     return pl.DataFrame(

@@ -34,8 +34,10 @@ class CharTokenizer:
 
     eos_token_id, pad_token_id = EOS, 3
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = False) -> dict:
         assert not add_special_tokens  # the recipe adds no BOS
+        if isinstance(text, list):  # a batch, as a Hugging Face tokenizer takes one
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
         return {"input_ids": [4 + ord(c) % 40 for c in text]}
 
 

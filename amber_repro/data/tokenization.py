@@ -50,7 +50,18 @@ def sequence(prompt: list[int], response: list[int]) -> dict[str, list[int]]:
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return checked(tokenizer, text, tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`encode` of each text, in one tokenizer call (a fast tokenizer encodes a batch at once)."""
+    if not texts:
+        return []
+    batch = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [checked(tokenizer, text, ids) for text, ids in zip(texts, batch, strict=True)]
+
+
+def checked(tokenizer, text: str, ids: list[int]) -> list[int]:
     if tokenizer.eos_token_id in ids:
         # The reference asserts this too: an EOS inside the text would end the sequence early.
         raise DataError(f"text contains the EOS token: {text[:80]!r}")
@@ -61,16 +72,16 @@ def tokenize_pair(
     tokenizer, prompt: str, chosen: str, rejected: str, limits: Limits
 ) -> dict[str, dict]:
     """Tokenize a preference pair: {"chosen": sequence, "rejected": sequence}."""
-    eos = [tokenizer.eos_token_id]
-    prompt_ids, (chosen_ids, rejected_ids) = truncate(
-        encode(tokenizer, prompt),
-        [encode(tokenizer, chosen) + eos, encode(tokenizer, rejected) + eos],
-        limits,
-    )
-    return {
-        "chosen": sequence(prompt_ids, chosen_ids),
-        "rejected": sequence(prompt_ids, rejected_ids),
-    }
+    texts = (prompt, chosen, rejected)
+    return pair_of_ids(*(encode(tokenizer, t) for t in texts), tokenizer.eos_token_id, limits)
+
+
+def pair_of_ids(
+    prompt: list[int], chosen: list[int], rejected: list[int], eos_id: int, limits: Limits
+) -> dict[str, dict]:
+    """A pair from its encoded texts: EOS appended to each response, truncated, labelled."""
+    prompt, (chosen, rejected) = truncate(prompt, [[*chosen, eos_id], [*rejected, eos_id]], limits)
+    return {"chosen": sequence(prompt, chosen), "rejected": sequence(prompt, rejected)}
 
 
 def tokenize_sft(tokenizer, prompt: str, response: str, limits: Limits) -> dict[str, list[int]]:

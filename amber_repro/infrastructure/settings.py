@@ -132,6 +132,13 @@ class SFTSettings(Training):
     lr: float = Field(2e-7, gt=0, description="peak learning rate (RMSprop)")
 
 
+SHARE_PROMPT = (
+    "run each pair as one row whose prompt is computed once for chosen and rejected (a mask keeps "
+    "the two responses apart): fewer tokens, the same log-probs to float rounding; false: chosen "
+    "and rejected as separate padded rows (the recipe's). SDPA or eager attention only"
+)
+
+
 class ReferenceSettings(Section):
     batch_size: int = Field(
         32, ge=1, description="pairs per forward pass at max_length (sizes the default max_tokens)"
@@ -145,6 +152,7 @@ class ReferenceSettings(Section):
     precision: Literal["float32", "float16", "bf16"] = Field(
         "float16", description="the frozen reference model's dtype"
     )
+    share_prompt: bool = Field(False, description=SHARE_PROMPT)
 
 
 class DPOSettings(Training):
@@ -167,6 +175,7 @@ class DPOSettings(Training):
         "where a pass saves more than this many padded tokens; 0: one padded pass (the recipe's). "
         "Same batches and losses (to float rounding); single-process runs only",
     )
+    share_prompt: bool = Field(False, description=SHARE_PROMPT)
 
 
 class JobResources(Section):

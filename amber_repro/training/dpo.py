@@ -80,12 +80,17 @@ def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
     """Losses and rewards of a micro-batch; the reference's log-probs come stored or live."""
     with T.autocast(args, device):
         policy_chosen, policy_rejected = concatenated_logps(
-            model, pairs, pad_id, device, args.length_group_min_saving
+            model, pairs, pad_id, device, args.length_group_min_saving, args.share_prompt
         )
     if reference_model is not None:
         with torch.no_grad():
             ref_chosen, ref_rejected = concatenated_logps(
-                reference_model, pairs, pad_id, device, args.length_group_min_saving
+                reference_model,
+                pairs,
+                pad_id,
+                device,
+                args.length_group_min_saving,
+                args.share_prompt,
             )
     else:
         ref_chosen, ref_rejected = ref[:, 0].to(device), ref[:, 1].to(device)

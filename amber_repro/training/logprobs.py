@@ -10,7 +10,7 @@ version (bit for bit on CPU, see tests/test_logprobs.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -78,23 +78,30 @@ class _ChunkedLabelLogps(torch.autograd.Function):
         return grad, None, None
 
 
-def sequence_logps(
+def token_logps(
     logits: torch.Tensor, labels: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
-    """Sum of the log-probabilities of the labelled tokens of each sequence.
+    """Log-probability of each labelled token.
 
     logits: (batch, length, vocab), the model's output for input_ids.
     labels: (batch, length), input_ids with IGNORE_INDEX where nothing is trained (prompt, padding).
     chunk: tokens per chunk (default: `chunk_tokens`); it changes memory, not the result.
-    Returns (batch,) float32: sum over t of log p(labels[t] | tokens < t). Token t is predicted by
-    the logits at t - 1, hence the shift.
+    Returns (batch, length - 1) float32: [:, t - 1] is log p(labels[t] | tokens < t), 0 where
+    labels[t] is IGNORE_INDEX. Token t is predicted by the logits at t - 1, hence the shift.
     """
     labels = labels[:, 1:]
     mask = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~mask, 0)
     chunk = chunk or chunk_tokens(logits.shape[2])
-    token_logps = _ChunkedLabelLogps.apply(logits, safe_labels, chunk)
-    return (token_logps * mask).sum(-1)
+    return _ChunkedLabelLogps.apply(logits, safe_labels, chunk) * mask
+
+
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """Sum of the log-probabilities of the labelled tokens of each sequence: logits (batch,
+    length, vocab), labels (batch, length) as for `token_logps`. Returns (batch,) float32."""
+    return token_logps(logits, labels, chunk).sum(-1)
 
 
 def length_groups(lengths: Sequence[int], min_saving: int) -> list[list[int]]:
@@ -151,12 +158,26 @@ def batch_logps(
     cost follows padded tokens (CPU; see docs/measurements.md), not for a small model on a GPU.
     Every process of a sharded model must run the same passes: callers pass 0 there.
     """
-    groups = length_groups([len(s["input_ids"]) for s in sequences], min_saving)
+    return in_length_groups(
+        lambda part: padded_logps(model, part, pad_token_id, device),
+        sequences,
+        [len(s["input_ids"]) for s in sequences],
+        min_saving,
+    )
+
+
+def in_length_groups(
+    run: Callable[[list], torch.Tensor], items: Sequence, lengths: Sequence[int], min_saving: int
+) -> torch.Tensor:
+    """run(items) (a tensor with one row per item), computed as one call per `length_groups`
+    group of the items and put back in the order of `items`."""
+    groups = length_groups(lengths, min_saving)
     if len(groups) == 1:
-        return padded_logps(model, sequences, pad_token_id, device)
-    parts = [padded_logps(model, [sequences[i] for i in g], pad_token_id, device) for g in groups]
-    order = torch.tensor([i for g in groups for i in g], device=device)
-    return torch.cat(parts)[torch.argsort(order)]
+        return run(list(items))
+    parts = [run([items[i] for i in g]) for g in groups]
+    merged = torch.cat(parts)
+    order = torch.tensor([i for g in groups for i in g], device=merged.device)
+    return merged[torch.argsort(order)]
 
 
 def sft_loss(logps: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from amber_repro.data.tokenization import Limits, tokenize_pair
+from amber_repro.data.tokenization import Limits, encode_all, pair_of_ids
 from amber_repro.infrastructure.errors import DataError
 from amber_repro.infrastructure.settings import DataSettings
 from amber_repro.training.logprobs import batch_logps
+from amber_repro.training.shared_prompt import shared_prompt_logps
 
 REFERENCE_COLUMNS = ("source_row", "reference_chosen_logps", "reference_rejected_logps")
 PAIR_TEXT = ("prompt", "chosen", "rejected")  # the text columns of pairs-{split}.parquet
@@ -88,21 +89,32 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def tokenize_pairs(tokenizer, frame: pl.DataFrame, limits: Limits) -> list[dict]:
+    """`tokenize_pair` of every row of `frame`, each text column encoded in one tokenizer call."""
+    prompts, chosen, rejected = (encode_all(tokenizer, frame[c].to_list()) for c in PAIR_TEXT)
+    eos_id = tokenizer.eos_token_id
     return [
-        tokenize_pair(tokenizer, p, c, r, limits)
-        for p, c, r in frame.select("prompt", "chosen", "rejected").iter_rows()
+        pair_of_ids(p, c, r, eos_id, limits)
+        for p, c, r in zip(prompts, chosen, rejected, strict=True)
     ]
 
 
 def concatenated_logps(
-    model, pairs: list[dict], pad_token_id: int, device: torch.device, min_saving: int = 0
+    model,
+    pairs: list[dict],
+    pad_token_id: int,
+    device: torch.device,
+    min_saving: int = 0,
+    share_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs of chosen and rejected for `pairs`, each (len(pairs),).
 
     Chosen and rejected sequences are padded to one length and stacked into a (2 * pairs, length)
     batch, so one forward pass serves both (as the reference's concatenated_forward does); with
-    min_saving > 0 the 2 * pairs sequences run in length groups instead (`batch_logps`).
+    min_saving > 0 the 2 * pairs sequences run in length groups instead (`batch_logps`). With
+    share_prompt, each pair is one packed row whose prompt runs once (`shared_prompt`).
     """
+    if share_prompt:
+        return shared_prompt_logps(model, pairs, pad_token_id, device, min_saving)
     sequences = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
     logps = batch_logps(model, sequences, pad_token_id, device, min_saving)
     return logps[: len(pairs)], logps[len(pairs) :]

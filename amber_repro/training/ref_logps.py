@@ -8,6 +8,7 @@ recomputes them: they are their own DAG target. One process scores every split i
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import polars as pl
@@ -37,6 +38,7 @@ from amber_repro.training.pairs import (
     drop_or_refuse_eos,
     tokenize_pairs,
 )
+from amber_repro.training.shared_prompt import pack_pair, packed_logps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,23 +71,22 @@ def deal(lengths: list[int], rank: int, world_size: int) -> list[int]:
     return longest_first(lengths)[rank::world_size]
 
 
-def run_batches(
-    model, sequences: list[dict], batches: list[list[int]], n_passes: int, stand_in, pad_id, procs
-) -> list[float]:
-    """`batch_logps` of sequences[i] for every i in `batches`, in `n_passes` forward passes.
+def run_batches(score, units: list[dict], batches: list[list[int]], n_passes: int, stand_in, procs):
+    """score(units[i] for i in a batch) for every batch, in `n_passes` forward passes.
 
-    Under FSDP every process joins every forward pass, so all run the same number; a process out
-    of batches runs `stand_in` (a sequence) and drops its result.
-    Returns one log-prob per sequence, in the order of `sequences`.
+    score takes a list of units (sequences or packed pair rows) and returns a tensor with one row
+    per unit. Under FSDP every process joins every forward pass, so all run the same number; a
+    process out of batches scores `stand_in` (a unit) and drops its result.
+    Returns each unit's row as a Python value (a float, or [chosen, rejected] for a packed row), in
+    the order of `units`.
     """
-    out = [float("nan")] * len(sequences)
+    out: list = [None] * len(units)
     progress = tqdm(
         range(n_passes), desc="ref-logps", unit="batch", mininterval=5, disable=not procs.is_main
     )
     for step in progress:
         batch = batches[step] if step < len(batches) else []
-        inputs = [sequences[i] for i in batch] or [stand_in]
-        logps = batch_logps(model, inputs, pad_id, procs.device).cpu().tolist()
+        logps = score([units[i] for i in batch] or [stand_in]).cpu().tolist()
         for i, value in zip(batch, logps, strict=False):  # a stand-in's batch is empty
             out[i] = value
     return out
@@ -93,27 +94,42 @@ def run_batches(
 
 @torch.inference_mode()
 def compute(
-    model, tokenizer, pairs: pl.DataFrame, limits: Limits, max_tokens: int, procs: T.Processes
+    model,
+    tokenizer,
+    pairs: pl.DataFrame,
+    limits: Limits,
+    max_tokens: int,
+    procs: T.Processes,
+    share_prompt: bool = False,
 ) -> tuple[pl.DataFrame, list[int]]:
     """Log-probs of every pair, each computed by exactly one process; returns them and the
     per-process counts.
 
-    Each process runs its pairs' chosen and rejected sequences longest first, in batches of at
-    most max_tokens padded tokens; the results go back in the order of `pairs`.
+    Each process runs its pairs' units longest first, in batches of at most max_tokens padded
+    tokens; the results go back in the order of `pairs`. A unit is a sequence (chosen and rejected
+    apart: pairing them in one batch row would pad both to the longer), or with share_prompt a
+    pair's packed row (`shared_prompt`).
     """
     tokenized = tokenize_pairs(tokenizer, pairs, limits)
-    mine = deal([longest_sequence(p) for p in tokenized], procs.rank, procs.world_size)
+    units_of = pair_packed_row if share_prompt else pair_sequences
+    everyone = [units_of(p) for p in tokenized]
+    mine = deal([longest(us) for us in everyone], procs.rank, procs.world_size)
     counts = distributed.gather(len(mine))
-    # Sequences are batched on their own: pairing chosen with rejected would pad both to the longer.
-    sequences = [tokenized[i][side] for i in mine for side in SIDES]
-    batches = token_budget_batches([len(s["input_ids"]) for s in sequences], max_tokens)
+    units = [u for i in mine for u in everyone[i]]
+    batches = token_budget_batches([len(u["input_ids"]) for u in units], max_tokens)
     n_passes = max(distributed.gather(len(batches)))
-    everyone = [p[side] for p in tokenized for side in SIDES]  # a process may have no pairs
-    stand_in = min(everyone, key=lambda s: len(s["input_ids"]), default=None)
-    logps = run_batches(
-        model, sequences, batches, n_passes, stand_in, tokenizer.pad_token_id, procs
+    # A process may have no pairs: it joins the passes with the shortest unit of all.
+    stand_in = min(
+        (u for us in everyone for u in us), key=lambda u: len(u["input_ids"]), default=None
     )
-    local = [(i, logps[2 * k], logps[2 * k + 1]) for k, i in enumerate(mine)]
+    pad_id, device = tokenizer.pad_token_id, procs.device
+    if share_prompt:
+        score = functools.partial(packed_logps, model, pad_token_id=pad_id, device=device)
+    else:
+        score = functools.partial(batch_logps, model, pad_token_id=pad_id, device=device)
+    logps = run_batches(score, units, batches, n_passes, stand_in, procs)
+    per_pair = logps if share_prompt else [logps[k : k + 2] for k in range(0, len(logps), 2)]
+    local = [(i, chosen, rejected) for i, (chosen, rejected) in zip(mine, per_pair, strict=True)]
     rows = sorted(row for part in distributed.gather(local) for row in part)
     if [i for i, _, _ in rows] != list(range(len(tokenized))):
         raise RuntimeError(
@@ -122,8 +138,19 @@ def compute(
     return reference_frame(pairs, rows), counts
 
 
-def longest_sequence(pair: dict) -> int:
-    return max(len(pair[side]["input_ids"]) for side in SIDES)
+def longest(units: list[dict]) -> int:
+    """A pair's cost when dealing pairs to processes: its longest unit."""
+    return max(len(u["input_ids"]) for u in units)
+
+
+def pair_sequences(pair: dict) -> list[dict]:
+    """A pair's units without share_prompt: its chosen and its rejected sequence."""
+    return [pair[side] for side in SIDES]
+
+
+def pair_packed_row(pair: dict) -> list[dict]:
+    """A pair's unit with share_prompt: its packed row."""
+    return [pack_pair(pair)]
 
 
 def reference_frame(pairs: pl.DataFrame, rows: list[tuple[int, float, float]]) -> pl.DataFrame:
@@ -165,7 +192,9 @@ def main(args: argparse.Namespace) -> None:
     limits = T.Limits(args.max_length, args.max_prompt_length)
     model_sha256 = sha256_model(args.model) if procs.is_main else None  # hashed once: 13 GB at 7B
     for pairs_path, out, pairs, dropped in splits:
-        result, counts = compute(model, tokenizer, pairs, limits, token_budget(args), procs)
+        result, counts = compute(
+            model, tokenizer, pairs, limits, token_budget(args), procs, args.share_prompt
+        )
         if procs.is_main:
             inputs = {str(pairs_path): sha256_file(pairs_path), str(args.model): model_sha256}
             write_split(args, inputs, out, result, dropped, counts, procs.world_size)
@@ -181,6 +210,7 @@ RECORDED_SETTINGS = (
     "batch_size",
     "max_tokens",
     "precision",
+    "share_prompt",
     "max_length",
     "max_prompt_length",
     "on_malformed",
