@@ -69,11 +69,13 @@ def ensure_pipeline(pipeline: Path, repo: Path) -> None:
         f"{DATA}/pairs-train.parquet",
         f"{DATA}/pairs-test.parquet",
     ]
+    # The settings both sides run with come from this copy: always the checkout's own (an older
+    # copy would bench older settings on the SFT model and pairs built before).
+    pipeline.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repo / "config", pipeline / "config", dirs_exist_ok=True)
     if all((pipeline / path).exists() for path in wanted):
         return
     print(f"building the embedded pipeline's SFT model and pairs in {pipeline} ...", flush=True)
-    pipeline.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(repo / "config", pipeline / "config", dirs_exist_ok=True)
     targets = [SFT, f"{DATA}/pairs-train.parquet", f"{DATA}/pairs-test.parquet"]
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "-d", str(pipeline)]
     command += ["--snakefile", str(repo / "Snakefile"), *targets]
