@@ -31,7 +31,6 @@ def test_a_pair_packs_into_head_and_two_branches_that_restart_at_the_last_prompt
     assert row["position_ids"] == [0, 1, 2, 3, 4, 5, 2, 3, 4]
     assert row["segments"] == [sp.HEAD] * 2 + [sp.CHOSEN] * 4 + [sp.REJECTED] * 3
     assert row["labels"] == [I, I, I, 8, 9, EOS, I, 10, EOS]
-    assert sp.packed_length(pair([5, 6, 7], [8, 9, EOS], [10, EOS])) == 9
 
 
 def test_the_mask_keeps_the_branches_apart_and_gives_padding_one_key():

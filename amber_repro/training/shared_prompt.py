@@ -68,12 +68,6 @@ def pack_pair(pair: dict[str, dict]) -> dict[str, list[int]]:
     return row
 
 
-def packed_length(pair: dict[str, dict]) -> int:
-    """Tokens of the pair's packed row."""
-    head = max(shared_prompt_length(pair["chosen"], pair["rejected"]) - 1, 0)
-    return len(pair["chosen"]["input_ids"]) + len(pair["rejected"]["input_ids"]) - head
-
-
 def attention_mask(segments: torch.Tensor) -> torch.Tensor:
     """segments (batch, length), PADDING after each row -> (batch, 1, length, length) bool, True
     where query i may attend key j: j <= i, and key j in the head or in query i's own branch.
