@@ -28,6 +28,7 @@ from amber_repro.infrastructure.settings import Reproducibility
 from amber_repro.training import distributed, supervised_loop
 from amber_repro.training import training as T
 from amber_repro.training.chat_tokenizer import load_tokenizer
+from amber_repro.training.checkpointing import start_run
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps
 
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> None:
         optimizer = build_optimizer(model, args)
         return optimizer, build_scheduler(optimizer, total, args.warmup_ratio)
 
-    model, checkpoints, metrics, start_step = supervised_loop.start(
+    model, checkpoints, metrics, start_step = start_run(
         args, "chat-sft", [args.model, args.data], procs, optimizer_and_schedule
     )
     done = supervised_loop.train(

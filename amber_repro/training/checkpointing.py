@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from amber_repro.infrastructure.errors import CheckpointError, NonFiniteLossError
 from amber_repro.infrastructure.storage import disk_full_errors, tensor_bytes
 from amber_repro.training import distributed
+from amber_repro.training import training as T
 from amber_repro.training.checkpoint_trust import (
     Rejected,
     VerifiedReader,
@@ -337,3 +338,35 @@ class RunCheckpoints:
             self.kept = (self.state_dir / CURRENT, steps_done)
         if stop:
             self.sigterm.stop(self.state_dir, steps_done)
+
+
+def start_run(args, stage: str, inputs: list[Path], procs: Processes, optimizer_and_schedule=None):
+    """Load and shard --model, build its optimizer and schedule, and resume from --state-dir when
+    it holds a usable checkpoint of these settings and `inputs` (the start of SFT, AmberChat and
+    DPO). optimizer_and_schedule(model) -> (optimizer, scheduler); default: the recipe's
+    (`training.recipe_optimizer`).
+
+    Returns the model, its checkpoints, the metrics log and the optimizer step to start from.
+    """
+    model = T.load_model(
+        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
+    )
+    model = distributed.shard(model, args.precision)
+    if optimizer_and_schedule is None:
+        optimizer, scheduler = T.recipe_optimizer(model, args)
+    else:
+        optimizer, scheduler = optimizer_and_schedule(model)
+    checkpoints = RunCheckpoints(
+        stage,
+        T.training_settings(args),
+        inputs,
+        args.state_dir,
+        args.checkpoint_every,
+        model,
+        optimizer,
+        scheduler,
+        procs,
+    )
+    start_step = checkpoints.resume()
+    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
+    return model, checkpoints, metrics, start_step

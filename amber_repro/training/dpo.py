@@ -23,7 +23,7 @@ from amber_repro.infrastructure.provenance import sha256_file
 from amber_repro.infrastructure.settings import DPOSettings, ReferenceSettings
 from amber_repro.training import distributed
 from amber_repro.training import training as T
-from amber_repro.training.checkpointing import RunCheckpoints
+from amber_repro.training.checkpointing import start_run
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.losses import preference_loss, reward_metrics
 from amber_repro.training.pairs import (
@@ -153,33 +153,16 @@ def main(args: argparse.Namespace) -> None:
     train_pairs, train_ref = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
     eval_pairs, eval_ref = load_pairs(args.eval_pairs, args.eval_ref_logps, tokenizer, args)
 
-    model = distributed.shard(
-        T.load_model(
-            args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
-        ),
-        args.precision,
-    )
     reference_model = None
     if args.reference_mode == "live":
         reference_model = T.load_model(
             args.model, T.PRECISIONS[args.reference_precision], procs.device
         ).eval()
         reference_model = distributed.shard(reference_model, "float32")
-    optimizer = T.build_optimizer(model, args.lr)
-    scheduler = T.build_scheduler(optimizer, args.warmup_steps)
-    checkpoints = RunCheckpoints(
-        "dpo",
-        T.training_settings(args),
-        [args.model, args.pairs, args.ref_logps],
-        args.state_dir,
-        args.checkpoint_every,
-        model,
-        optimizer,
-        scheduler,
-        procs,
+    model, checkpoints, metrics, start_step = start_run(
+        args, "dpo", [args.model, args.pairs, args.ref_logps], procs
     )
-    start_step = checkpoints.resume()
-    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
+    _, optimizer, scheduler, _ = checkpoints.training_state  # the ones checkpoints save and restore
 
     total = T.total_steps(len(train_pairs), args)
     progress = tqdm(

@@ -19,6 +19,7 @@ from amber_repro.infrastructure.provenance import sha256_file
 from amber_repro.infrastructure.settings import SFTSettings
 from amber_repro.training import distributed, supervised_loop
 from amber_repro.training import training as T
+from amber_repro.training.checkpointing import start_run
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps, sft_loss
 from amber_repro.training.pairs import ON_MALFORMED, SFT_TEXT, drop_or_refuse_eos
@@ -46,13 +47,7 @@ def main(args: argparse.Namespace) -> None:
         for p, r in frame.select("prompt", "response").iter_rows()
     ]
 
-    def optimizer_and_schedule(model):
-        optimizer = T.build_optimizer(model, args.lr)
-        return optimizer, T.build_scheduler(optimizer, args.warmup_steps)
-
-    model, checkpoints, metrics, start_step = supervised_loop.start(
-        args, "sft", [args.model, args.data], procs, optimizer_and_schedule
-    )
+    model, checkpoints, metrics, start_step = start_run(args, "sft", [args.model, args.data], procs)
     done = supervised_loop.train(
         args,
         "sft",

@@ -59,12 +59,12 @@ def pack_pair(pair: dict[str, dict]) -> dict[str, list[int]]:
     }
     for segment, sequence in ((CHOSEN, chosen), (REJECTED, rejected)):
         branch = sequence["input_ids"][head:]
-        row["input_ids"] = row["input_ids"] + branch
-        row["position_ids"] = row["position_ids"] + list(range(head, head + len(branch)))
-        row["segments"] = row["segments"] + [segment] * len(branch)
+        row["input_ids"] += branch
+        row["position_ids"] += range(head, head + len(branch))
+        row["segments"] += [segment] * len(branch)
         # A branch's first token is a prompt token (or, with no prompt, a first token that no
         # layout scores): never a label.
-        row["labels"] = row["labels"] + [IGNORE_INDEX] + sequence["labels"][head + 1 :]
+        row["labels"] += [IGNORE_INDEX, *sequence["labels"][head + 1 :]]
     return row
 
 

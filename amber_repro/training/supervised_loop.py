@@ -34,33 +34,6 @@ class LoopResult:
     seconds: float
 
 
-def start(args: argparse.Namespace, stage: str, inputs: list[Path], procs, optimizer_and_schedule):
-    """Load and shard --model, build its optimizer and schedule (`optimizer_and_schedule(model)`),
-    and resume from --state-dir when it holds a usable checkpoint of these settings and `inputs`.
-
-    Returns the model, its checkpoints, the metrics log and the optimizer step to start from.
-    """
-    model = T.load_model(
-        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
-    )
-    model = distributed.shard(model, args.precision)
-    optimizer, scheduler = optimizer_and_schedule(model)
-    checkpoints = RunCheckpoints(
-        stage,
-        T.training_settings(args),
-        inputs,
-        args.state_dir,
-        args.checkpoint_every,
-        model,
-        optimizer,
-        scheduler,
-        procs,
-    )
-    start_step = checkpoints.resume()
-    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
-    return model, checkpoints, metrics, start_step
-
-
 def train(
     args: argparse.Namespace,
     stage: str,

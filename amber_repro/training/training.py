@@ -185,6 +185,12 @@ def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(model.parameters(), lr=lr)  # the reference's default optimizer
 
 
+def recipe_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> tuple:
+    """The recipe's optimizer and schedule (SFT and DPO): RMSprop at --lr, --warmup-steps."""
+    optimizer = build_optimizer(model, args.lr)
+    return optimizer, build_scheduler(optimizer, args.warmup_steps)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, warmup_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
