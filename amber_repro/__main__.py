@@ -94,7 +94,19 @@ STAGES = {
         "amber_repro.evaluation.evaluation",
         "add_arguments",
         "main",
-        "lm-eval + safety task + DPO rewards -> eval.json",
+        "lm-eval + safety task + DPO rewards of saved models -> one evaluation part",
+    ),
+    "plan": (
+        "amber_repro.planning.plan",
+        "add_arguments",
+        "main",
+        "each job's FLOPs, memory, GPU-hours and time against its limits, before submitting",
+    ),
+    "eval-summary": (
+        "amber_repro.evaluation.eval_summary",
+        "add_arguments",
+        "main",
+        "the per-model evaluation parts and the safety verdicts -> eval.json",
     ),
     "eval-datasets": (
         "amber_repro.evaluation.eval_datasets",

@@ -138,7 +138,7 @@ run([sys.executable, "-m", "amber_repro", "dpo", "--model", D / "base_model",
      "--pairs", pairs["train"], "--ref-logps", refs["train"], "--eval-pairs", pairs["test"],
      "--eval-ref-logps", refs["test"], "--out-dir", dpo_dir / "model",
      "--state-dir", dpo_dir / "state", "--batch-size", "8", "--gradient-accumulation-steps", "2",
-     "--max-steps", "40", "--eval-every", "20", "--eval-examples", "64", "--max-length", "128",
+     "--max-steps", "40", "--eval-every", "160", "--eval-examples", "64", "--max-length", "128",
      "--max-prompt-length", "64", "--precision", "bf16", "--lr", "1e-4", "--warmup-steps", "5",
      "--checkpoint-every", "10"])  # fmt: skip
 rec = json.loads((dpo_dir / "model/amber_repro.json").read_text())

@@ -3,16 +3,7 @@
 
 CHAT_SOURCES = ["sharegpt", "wizardlm"]  # prepare_evol_datamix.py's order
 # The AmberChat jobs: in the crate (and rule all) only when AmberSafe starts from AmberChat.
-CHAT_RULES = {
-    "synthesize_chat_data",
-    "download_chat_data",
-    "download_amber",
-    "build_tiny_amber",
-    "chat_data",
-    "amberchat",
-    "prepare_amberchat_eval_datasets",
-    "amberchat_eval",
-}
+CHAT_RULES = rules(part="amberchat")
 
 
 def amberchat_targets():

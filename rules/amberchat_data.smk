@@ -3,12 +3,7 @@
 
 if config["amberchat"]["data"]["source"] == "hub":
 
-    localrules:
-        download_chat_data,
-
     rule download_chat_data:
-        # Runs on the submit host: compute nodes often have no internet. The file is checked
-        # against amberchat.data.<source>.sha256 when that is set; HF_TOKEN is never written.
         output:
             data=f"{CHAT_RAW_DIR}/{{chat_source}}.json",
             record=f"{CHAT_RAW_DIR}/{{chat_source}}.source.json",
@@ -16,6 +11,9 @@ if config["amberchat"]["data"]["source"] == "hub":
             "results/logs/download_chat_data_{chat_source}.log",
         wildcard_constraints:
             chat_source="|".join(CHAT_SOURCES),
+        # Runs on the submit host: compute nodes often have no internet. The file is checked
+        # against amberchat.data.<source>.sha256 when that is set; HF_TOKEN is never written.
+        localrule: is_local("download_chat_data")
         conda:
             "../envs/data.yaml"
         params:
@@ -57,6 +55,9 @@ rule chat_data:
         "results/logs/chat_data.log",
     conda:
         "../envs/data.yaml"
+    threads: job_threads("chat_data")
+    resources:
+        **job_resources("chat_data"),
     params:
         sources=chat_source_flags,
         flags=stage_flags(("amberchat.data", ["seed", "max_length", "held_out"])),

@@ -4,15 +4,13 @@ from amber_repro.training.chat_tokenizer import MODEL_SIZES as TINY_MODEL_SIZES
 
 if config["amberchat"]["amber"]["source"] == "hub":
 
-    localrules:
-        download_amber,
-
     rule download_amber:
-        # On the submit host; the data split and training read the folder offline.
         output:
             directory(CHAT_AMBER_DIR),
         log:
             "results/logs/download_amber.log",
+        # On the submit host; the data split and training read the folder offline.
+        localrule: is_local("download_amber")
         conda:
             "../envs/train.yaml"
         params:
@@ -61,10 +59,10 @@ rule amberchat:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("amberchat")
-    threads: job_resource("amberchat", "cpus")
+        job_container("amberchat")
+    threads: job_threads("amberchat")
     resources:
-        **gpu_job_resources("amberchat"),
+        **job_resources("amberchat"),
     params:
         launcher=launcher("amberchat"),
         state_dir=f"{CHAT_STATE_DIR}/chat-sft",
@@ -80,17 +78,15 @@ rule amberchat:
 
 if config["amberchat"]["eval"]["harness_tasks"]:
 
-    localrules:
-        prepare_amberchat_eval_datasets,
-
     rule prepare_amberchat_eval_datasets:
-        # On the submit host: each harness task's dataset into the shared cache (eval.smk's way).
         input:
             code=stage_code("evaluation.eval_datasets"),
         output:
             f"{CHAT_DIR}/eval_datasets.json",
         log:
             "results/logs/prepare_amberchat_eval_datasets.log",
+        # On the submit host: each harness task's dataset into the shared cache (eval.smk's way).
+        localrule: is_local("prepare_amberchat_eval_datasets")
         conda:
             "../envs/train.yaml"
         params:
@@ -113,14 +109,17 @@ rule amberchat_eval:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("amberchat_eval")
-    threads: job_resource("amberchat_eval", "cpus")
+        job_container("amberchat_eval")
+    threads: job_threads("amberchat_eval")
     resources:
-        **gpu_job_resources("amberchat_eval"),
+        **job_resources("amberchat_eval"),
     params:
         tasks=amberchat_task_flags(),
         flags=stage_flags(
-            ("amberchat.eval", ["batch_size", "bootstrap_iters", "limit"]),
+            (
+                "amberchat.eval",
+                ["batch_size", "bootstrap_iters", "limit", "precision"],
+            ),
             "amberchat.eval.generations",
             ("amberchat.train", ["model_max_length"]),
             ("amberchat.amber.tokenizer", ["legacy"]),

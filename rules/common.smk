@@ -15,7 +15,7 @@ from amber_repro.infrastructure.configuration import resolve, settings_flags
 from amber_repro.infrastructure.errors import ConfigError
 from amber_repro.training.launch import launch_prefix
 from amber_repro.infrastructure.provenance import run_context_env, sha256_file
-from amber_repro.infrastructure.settings import MULTI_NODE_JOBS
+from amber_repro.infrastructure.jobs import SIGTERM_WARNING_SECONDS, job, rules
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
@@ -123,20 +123,53 @@ def eval_models():
     return {name: MODEL_DIRS[name] for name in config["eval"]["models"]}
 
 
+def eval_part(model, folder=EVAL_DIR):
+    """One model's evaluation (rules/eval.smk, rule evaluate)."""
+    return f"{folder}/eval/{model}.json"
+
+
 def eval_inputs(wildcards):
-    """Inputs of the eval job: each model, the held-out pairs and their reference log-probs, and the
-    prepared datasets cache when harness tasks are configured."""
+    """Inputs of one model's evaluation: the checkpoint, the held-out pairs (and for the DPO model
+    their reference log-probs, for its implicit rewards), and the prepared datasets cache when
+    harness tasks are configured."""
     inputs = {
-        **eval_models(),
+        "model": MODEL_DIRS[wildcards.model],
         "pairs": f"{DATA_DIR}/pairs-test.parquet",
-        "ref_logps": f"{REF_LOGPS_DIR}/test.parquet",
-        "safety": SAFETY_VERDICTS,
         "code": stage_code("evaluation.evaluation"),
         "image": image_input(),
     }
+    if wildcards.model == "dpo":
+        inputs["ref_logps"] = f"{REF_LOGPS_DIR}/test.parquet"
     if config["eval"]["harness_tasks"]:
         inputs["datasets"] = f"{EVAL_DIR}/eval_datasets.json"
     return inputs
+
+
+def eval_model_flag(wildcards, input):
+    return shlex.join([f"--model={wildcards.model}={input.model}"])
+
+
+def eval_flags(wildcards, input):
+    """The evaluation's settings; the DPO settings and reference log-probs only for the DPO model
+    (its implicit rewards), so that a new beta re-evaluates that model alone."""
+    flags = stage_flags(
+        ("eval", ["batch_size", "bootstrap_iters", "limit", "precision"]),
+        ("data", ["on_malformed"]),
+        "tokenization",
+        "reproducibility",
+    )
+    if wildcards.model != "dpo":
+        return flags
+    rewards = shlex.join(["--ref-logps", input.ref_logps])
+    return f"{flags} {rewards} {stage_flags(('dpo', ['beta', 'loss']))}"
+
+
+def eval_parts():
+    return [eval_part(model) for model in config["eval"]["models"]]
+
+
+def part_flags(wildcards, input):
+    return shlex.join(f"--part={path}" for path in input.parts)
 
 
 def model_flags(names):
@@ -161,16 +194,6 @@ def stage_flags(*sections):
     return " ".join(filter(None, flags))
 
 
-def eval_flags():
-    return stage_flags(
-        ("eval", ["batch_size", "bootstrap_iters", "limit"]),
-        ("dpo", ["beta", "loss"]),
-        ("data", ["on_malformed"]),
-        "tokenization",
-        "reproducibility",
-    )
-
-
 def final_targets():
     """What `rule all` builds. The checkpoints and reference log-probs are listed too, although
     later stages consume them: users come for them, so a deleted one must be rebuilt, not left
@@ -191,62 +214,70 @@ def final_targets():
     ]
 
 
-def job_resource(rule_name, key):
-    """One of config["resources"][rule]: gpus, cpus, mem_mb, runtime_min."""
-    return config["resources"][rule_name][key]
+# What kind of job each rule is (GPU or CPU, submit host or cluster, nodes, resumable, its
+# resources) comes from one table, amber_repro/infrastructure/jobs.py; the helpers below turn an
+# entry into the rule's directives.
+
+
+def job_size(rule_name):
+    """The rule's `resources.<name>` entry (its own, or the one it shares), or None."""
+    key = job(rule_name).resources
+    return config["resources"][key] if key else None
+
+
+def job_threads(rule_name):
+    """CPUs per node (also the local thread count); 1 for a rule with no resources entry."""
+    size = job_size(rule_name)
+    return size["cpus"] if size else 1
 
 
 def nodes_of(rule_name):
-    nodes = config["resources"][rule_name]["nodes"]
-    if nodes > 1 and rule_name not in MULTI_NODE_JOBS:
-        raise WorkflowError(
-            f"resources.{rule_name}.nodes: {nodes}, but only {', '.join(sorted(MULTI_NODE_JOBS))} "
-            "run on several nodes"
-        )
-    return nodes
+    """Validated with the config (settings.conflicts): only multi-node rules have nodes > 1."""
+    size = job_size(rule_name)
+    return size["nodes"] if size else 1
 
 
-def gpu_job_resources(rule_name):
-    """What a GPU rule asks SLURM for (config["resources"][rule]). On one node, `gpu` (sbatch --gpus).
-    On several, GPUs per node as GRES (--gpus would be the job's total), and `mpi` with one task per
-    node: the SLURM executor then runs the rule's shell in the batch step rather than inside a one-task
-    srun, so the rule's own srun (see launcher) can start a launcher on every node."""
-    wanted = config["resources"][rule_name]
+def job_resources(rule_name):
+    """What SLURM is asked for, from the rule's resources entry (none: the profile's defaults).
+    A GPU rule on one node asks for `gpu` (sbatch --gpus). On several, GPUs per node as GRES (--gpus
+    would be the job's total), and `mpi` with one task per node: the SLURM executor then runs the
+    rule's shell in the batch step rather than inside a one-task srun, so the rule's own srun (see
+    launcher) can start a launcher on every node. A resumable rule gets SIGTERM before its time
+    limit (slurm_extra), to checkpoint and be resumed by the retry."""
+    size = job_size(rule_name)
+    if size is None:
+        return {}
     resources = {
-        "mem_mb": wanted["mem_mb"],
-        "runtime": wanted["runtime_min"],
-        "nodes": nodes_of(rule_name),
+        "mem_mb": size["mem_mb"],
+        "runtime": size["runtime_min"],
+        "nodes": size["nodes"],
     }
+    if job(rule_name).resumable:
+        resources["slurm_extra"] = f"--signal=TERM@{SIGTERM_WARNING_SECONDS}"
+    if not job(rule_name).gpu:
+        return resources
     if resources["nodes"] == 1:
-        return {**resources, "gpu": wanted["gpus"]}
-    if wanted["gpus"]:
-        resources["gres"] = f"gpu:{wanted['gpus']}"
+        return {**resources, "gpu": size["gpus"]}
+    if size["gpus"]:
+        resources["gres"] = f"gpu:{size['gpus']}"
     # tasks_per_gpu 0: the executor would otherwise pass `tasks` on as --ntasks-per-gpu.
     return {**resources, "mpi": "srun", "tasks": resources["nodes"], "tasks_per_gpu": 0}
 
 
+def is_local(rule_name):
+    """Downloads and bookkeeping run on the submit host: compute nodes may have no network."""
+    return job(rule_name).local
+
+
 def launcher(rule_name):
     """`python`, or torchrun with one process per GPU on each of the rule's nodes."""
-    wanted = config["resources"][rule_name]
+    size = job_size(rule_name)
     return launch_prefix(
-        max(1, wanted["gpus"]),
+        max(1, size["gpus"]),
         nodes_of(rule_name),
-        wanted["cpus"],
+        size["cpus"],
         node_container_exec(),
     )
-
-
-GPU_RULES = {
-    "sft",
-    "ref_logps",
-    "dpo",
-    "evaluate",
-    "generate",
-    "safety_answers",
-    "safety_judge",
-    "amberchat",
-    "amberchat_eval",
-}
 
 
 def runs_in_apptainer():
@@ -263,13 +294,13 @@ def image_input():
     return [image]
 
 
-def gpu_container(rule_name):
+def job_container(rule_name):
     """The Apptainer image of a GPU rule: config["container"]["image"], a local .sif path (relative to
     the working directory) or a registry URI. Snakemake uses it only with
     --software-deployment-method apptainer; CPU-only rules have no container. A multi-node rule has
     none either: its launcher (srun) runs on the host and starts the image on each node.
     """
-    if nodes_of(rule_name) > 1:
+    if not job(rule_name).gpu or nodes_of(rule_name) > 1:
         return None
     return config["container"]["image"]
 

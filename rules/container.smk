@@ -5,13 +5,7 @@
 # definition's header; the helpers are in rules/common.smk.
 
 
-localrules:
-    build_container,
-
-
 rule build_container:
-    # A `run` rule: its software is the host's Apptainer (set-uid or user namespaces, configured by
-    # the site), which no conda environment or container can supply.
     input:
         definition=os.path.relpath(REPO_DIR / "containers" / "amber-repro.def"),
         lock=os.path.relpath(REPO_DIR / "requirements.lock"),
@@ -23,5 +17,8 @@ rule build_container:
         record="results/containers/amber-repro.sif.sha256",
     log:
         "results/logs/build_container.log",
+    # A `run` rule: its software is the host's Apptainer (set-uid or user namespaces, configured by
+    # the site), which no conda environment or container can supply.
+    localrule: is_local("build_container")
     run:
         build_image(input, output, log)

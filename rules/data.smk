@@ -2,17 +2,15 @@
 
 if config["data"]["source"] == "hub":
 
-    localrules:
-        download_data,
-
     rule download_data:
-        # Runs on the submit host: compute nodes often have no internet. HF_TOKEN is read from the
-        # environment by huggingface_hub and never written anywhere.
         output:
             raw=raw_files(),
             source=f"{RAW_DIR}/source.json",
         log:
             "results/logs/download_data.log",
+        # Runs on the submit host: compute nodes often have no internet. HF_TOKEN is read from the
+        # environment by huggingface_hub and never written anywhere.
+        localrule: is_local("download_data")
         conda:
             "../envs/data.yaml"
         params:
@@ -56,6 +54,9 @@ rule filter_pairs:
         "results/logs/filter_pairs.log",
     conda:
         "../envs/data.yaml"
+    threads: job_threads("filter_pairs")
+    resources:
+        **job_resources("filter_pairs"),
     params:
         flags=stage_flags(("data", ["on_malformed"])),
         out_dir=folder_of("manifest"),

@@ -19,10 +19,10 @@ rule dpo:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("dpo")
-    threads: job_resource("dpo", "cpus")
+        job_container("dpo")
+    threads: job_threads("dpo")
     resources:
-        **gpu_job_resources("dpo"),
+        **job_resources("dpo"),
     params:
         launcher=launcher("dpo"),
         state_dir=f"{STATE_DIR}/dpo",

@@ -2,15 +2,13 @@
 
 if config["eval"]["harness_tasks"]:
 
-    localrules:
-        prepare_eval_datasets,
-
     rule prepare_eval_datasets:
-        # On the submit host: downloads each harness task's dataset into the shared cache.
         output:
             f"{EVAL_DIR}/eval_datasets.json",
         log:
             "results/logs/prepare_eval_datasets.log",
+        # On the submit host: downloads each harness task's dataset into the shared cache.
+        localrule: is_local("prepare_eval_datasets")
         conda:
             "../envs/train.yaml"
         params:
@@ -22,34 +20,56 @@ if config["eval"]["harness_tasks"]:
 
 
 rule evaluate:
+    # One model: the harness tasks in eval.precision, the safety preference task, and for the DPO
+    # model its implicit rewards. Offline: the datasets were cached on the submit host.
     input:
         unpack(eval_inputs),
     output:
-        f"{EVAL_DIR}/eval.json",
+        eval_part("{model}"),
     log:
-        "results/logs/evaluate.log",
+        "results/logs/evaluate/{model}.log",
     benchmark:
-        "results/benchmarks/evaluate.tsv"
+        "results/benchmarks/evaluate/{model}.tsv"
+    wildcard_constraints:
+        model="base|sft|dpo",
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("evaluate")
-    threads: job_resource("evaluate", "cpus")
+        job_container("evaluate")
+    threads: job_threads("evaluate")
     resources:
-        **gpu_job_resources("evaluate"),
+        **job_resources("evaluate"),
     params:
-        models=model_flags(config["eval"]["models"]),
+        model=eval_model_flag,
         tasks=task_flags(),
-        flags=eval_flags(),
+        flags=eval_flags,
         cache=config["eval"]["datasets_cache"],
-        work_dir=f"{EVAL_DIR}/.eval_work",
+        work_dir=f"{EVAL_DIR}/.eval_work/{{model}}",
+    shell:
+        "HF_DATASETS_CACHE={params.cache:q} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
+        "TRANSFORMERS_OFFLINE=1 python -m amber_repro eval {params.model} --pairs {input.pairs} "
+        "{params.tasks} {params.flags} --work-dir {params.work_dir} --out {output} > {log} 2>&1"
+
+
+rule eval_summary:
+    input:
+        parts=eval_parts(),
+        safety=SAFETY_VERDICTS,
+        code=stage_code("evaluation.eval_summary"),
+    output:
+        f"{EVAL_DIR}/eval.json",
+    log:
+        "results/logs/eval_summary.log",
+    # The models' evaluations and the safety verdicts in one eval.json (cheap: the submit host).
+    localrule: is_local("eval_summary")
+    conda:
+        "../envs/data.yaml"
+    params:
+        parts=part_flags,
         safety=shlex.join(["--safety", SAFETY_VERDICTS]),
     shell:
-        # Offline: the datasets were cached on the submit host, the models are local folders.
-        "HF_DATASETS_CACHE={params.cache:q} HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "
-        "TRANSFORMERS_OFFLINE=1 python -m amber_repro eval {params.models} --pairs {input.pairs} "
-        "--ref-logps {input.ref_logps} {params.safety} {params.tasks} {params.flags} "
-        "--work-dir {params.work_dir} --out {output} > {log} 2>&1"
+        "python -m amber_repro eval-summary {params.parts} {params.safety} --out {output} "
+        "> {log} 2>&1"
 
 
 rule generate:
@@ -68,10 +88,10 @@ rule generate:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("generate")
-    threads: job_resource("generate", "cpus")
+        job_container("generate")
+    threads: job_threads("generate")
     resources:
-        **gpu_job_resources("generate"),
+        **job_resources("generate"),
     params:
         models=model_flags(["sft", "dpo"]),
         flags=stage_flags("eval.generations", "reproducibility"),

@@ -24,18 +24,34 @@ use rule evaluate as evaluate_experiment with:
     input:
         unpack(experiment_eval_inputs),
     output:
-        f"{EXPERIMENTS_DIR}/{{experiment}}/eval.json",
+        eval_part("{model}", f"{EXPERIMENTS_DIR}/{{experiment}}"),
     log:
-        "results/logs/experiments/{experiment}/evaluate.log",
+        "results/logs/experiments/{experiment}/evaluate/{model}.log",
     benchmark:
-        "results/benchmarks/experiments/{experiment}/evaluate.tsv"
+        "results/benchmarks/experiments/{experiment}/evaluate/{model}.tsv"
+    wildcard_constraints:
+        model="dpo",
     params:
-        models=experiment_model_flag,
+        model=eval_model_flag,
         tasks=task_flags(),
         flags=experiment_eval_flags,
         cache=config["eval"]["datasets_cache"],
-        work_dir=f"{EXPERIMENTS_DIR}/{{experiment}}/.eval_work",
-        safety="",  # harmless_rate is measured for the default models only
+        work_dir=f"{EXPERIMENTS_DIR}/{{experiment}}/.eval_work/{{model}}",
+
+
+use rule eval_summary as eval_summary_experiment with:
+    input:
+        parts=[eval_part("dpo", f"{EXPERIMENTS_DIR}/{{experiment}}")],
+        code=stage_code("evaluation.eval_summary"),
+    output:
+        f"{EXPERIMENTS_DIR}/{{experiment}}/eval.json",
+    log:
+        "results/logs/experiments/{experiment}/eval_summary.log",
+    # harmless_rate is measured for the default models only.
+    localrule: is_local("eval_summary_experiment")
+    params:
+        parts=part_flags,
+        safety="",
 
 
 use rule generate as generate_experiment with:

@@ -44,11 +44,15 @@ def experiment_dpo_flags(wildcards):
     )
 
 
-def experiment_eval_flags(wildcards):
+def experiment_eval_flags(wildcards, input):
+    """The evaluation of an experiment's DPO model: its own eval and dpo settings."""
     dpo, evaluation = experiment_settings(SETTINGS, wildcards.experiment)
     return " ".join(
         [
-            settings_flags(evaluation, ["batch_size", "bootstrap_iters", "limit"]),
+            settings_flags(
+                evaluation, ["batch_size", "bootstrap_iters", "limit", "precision"]
+            ),
+            shlex.join(["--ref-logps", input.ref_logps]),
             settings_flags(dpo, ["beta", "loss"]),
             stage_flags(("data", ["on_malformed"]), "tokenization", "reproducibility"),
         ]
@@ -66,10 +70,6 @@ def experiment_dpo_model(wildcards):
     return experiment_outputs(wildcards.experiment)["dpo"]
 
 
-def experiment_model_flag(wildcards):
-    return shlex.join([f"--model=dpo={experiment_dpo_model(wildcards)}"])
-
-
 def experiment_generation_models(wildcards):
     return shlex.join(
         [f"--model=sft={SFT_MODEL}", f"--model=dpo={experiment_dpo_model(wildcards)}"]
@@ -77,14 +77,8 @@ def experiment_generation_models(wildcards):
 
 
 def experiment_eval_inputs(wildcards):
-    """The default evaluation's inputs, with the experiment's DPO checkpoint as the only model
-    (and without the default models' safety verdicts)."""
-    inputs = {
-        key: value
-        for key, value in eval_inputs(wildcards).items()
-        if key not in MODEL_DIRS and key != "safety"
-    }
-    return {**inputs, "dpo": experiment_dpo_model(wildcards)}
+    """The DPO model's evaluation inputs, with the experiment's DPO checkpoint as the model."""
+    return {**eval_inputs(wildcards), "model": experiment_dpo_model(wildcards)}
 
 
 def sweep_inputs(wildcards):

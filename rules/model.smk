@@ -4,15 +4,13 @@
 
 if config["base_model"]["source"] == "hub":
 
-    localrules:
-        download_base_model,
-
     rule download_base_model:
-        # Runs on the submit host; training jobs read the folder with local_files_only.
         output:
             directory(BASE_MODEL),
         log:
             "results/logs/download_base_model.log",
+        # Runs on the submit host; training jobs read the folder with local_files_only.
+        localrule: is_local("download_base_model")
         conda:
             "../envs/train.yaml"
         params:

@@ -3,10 +3,6 @@
 # an output changes; cheap, so it runs on the submit host.
 
 
-localrules:
-    provenance,
-
-
 # Expanded once: every rule's jobs, inputs and outputs.
 DAG_JOBS = dag_jobs()
 
@@ -18,6 +14,7 @@ rule provenance:
         CRATE,
     log:
         "results/logs/provenance.log",
+    localrule: is_local("provenance")
     conda:
         "../envs/data.yaml"
     params:

@@ -1,9 +1,11 @@
 # Helpers of the provenance crate (rules/provenance.smk): every job of the DAG with its files.
+import itertools
+
 from snakemake.iocontainers import Wildcards
 
 from amber_repro.infrastructure.provenance import dag_order
 
-NOT_JOBS = {"all", "build_container", "provenance"}
+NOT_JOBS = rules(part="workflow")  # targets and bookkeeping
 CRATE = "results/ro-crate-metadata.json"
 
 
@@ -16,13 +18,23 @@ def not_code(paths):
 
 
 def job_wildcards(step):
-    """Each job of a rule, as its wildcards: an experiment's rules run once per configured
-    experiment, download_chat_data once per source, the others once."""
-    if "chat_source" in step.wildcard_names:
-        return [{"chat_source": source} for source in CHAT_SOURCES]
-    if "experiment" in step.wildcard_names:
-        return [{"experiment": name} for name in config["experiments"]]
-    return [{}]
+    """Each job of a rule, as its wildcards: download_chat_data runs once per source, an
+    experiment's rules once per configured experiment, evaluate once per evaluated model (an
+    experiment's only for its DPO model), the others once."""
+    values = {
+        "chat_source": CHAT_SOURCES,
+        "experiment": list(config["experiments"]),
+        "model": (
+            ["dpo"]
+            if "experiment" in step.wildcard_names
+            else list(config["eval"]["models"])
+        ),
+    }
+    names = sorted(step.wildcard_names)
+    return [
+        dict(zip(names, combination))
+        for combination in itertools.product(*(values[name] for name in names))
+    ]
 
 
 def dag_jobs():
@@ -52,7 +64,7 @@ def dag_jobs():
                     ),
                     "container": (
                         config["container"]["image"]
-                        if runs_in_apptainer() and step.name in GPU_RULES
+                        if runs_in_apptainer() and job(step.name).gpu
                         else None
                     ),
                 }

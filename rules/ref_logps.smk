@@ -21,10 +21,10 @@ rule ref_logps:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("ref_logps")
-    threads: job_resource("ref_logps", "cpus")
+        job_container("ref_logps")
+    threads: job_threads("ref_logps")
     resources:
-        **gpu_job_resources("ref_logps"),
+        **job_resources("ref_logps"),
     params:
         launcher=launcher("ref_logps"),
         flags=stage_flags(

@@ -3,16 +3,14 @@
 
 if config["eval"]["safety"]["prompts"]["source"] == "hub":
 
-    localrules:
-        download_safety_prompts,
-
     rule download_safety_prompts:
-        # On the submit host: the prompts dataset at its pinned revision.
         output:
             prompts=f"{SAFETY_PROMPTS_DIR}/prompts.parquet",
             source=f"{SAFETY_PROMPTS_DIR}/source.json",
         log:
             "results/logs/download_safety_prompts.log",
+        # On the submit host: the prompts dataset at its pinned revision.
+        localrule: is_local("download_safety_prompts")
         conda:
             "../envs/data.yaml"
         params:
@@ -25,15 +23,13 @@ if config["eval"]["safety"]["prompts"]["source"] == "hub":
 
 if config["eval"]["safety"]["judge"]["kind"] == "beaver-dam":
 
-    localrules:
-        download_judge_model,
-
     rule download_judge_model:
-        # On the submit host: the judge at its pinned revision, weights converted to safetensors.
         output:
             directory(JUDGE_MODEL),
         log:
             "results/logs/download_judge_model.log",
+        # On the submit host: the judge at its pinned revision, weights converted to safetensors.
+        localrule: is_local("download_judge_model")
         conda:
             "../envs/train.yaml"
         params:
@@ -54,10 +50,10 @@ rule safety_answers:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("safety_answers")
-    threads: job_resource("safety_answers", "cpus")
+        job_container("safety_answers")
+    threads: job_threads("safety_answers")
     resources:
-        **gpu_job_resources("safety_answers"),
+        **job_resources("safety_answers"),
     params:
         models=model_flags(config["eval"]["models"]),
         flags=stage_flags(
@@ -82,10 +78,10 @@ rule safety_judge:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("safety_judge")
-    threads: job_resource("safety_judge", "cpus")
+        job_container("safety_judge")
+    threads: job_threads("safety_judge")
     resources:
-        **gpu_job_resources("safety_judge"),
+        **job_resources("safety_judge"),
     params:
         data=safety_judge_flags(),
         flags=stage_flags(

@@ -4,6 +4,7 @@
 rule sft:
     input:
         data=f"{DATA_DIR}/sft-train.parquet",
+        eval_data=f"{DATA_DIR}/sft-test.parquet",
         model=BASE_MODEL,
         code=stage_code("training.sft"),
         image=image_input(),
@@ -16,10 +17,10 @@ rule sft:
     conda:
         "../envs/train.yaml"
     container:
-        gpu_container("sft")
-    threads: job_resource("sft", "cpus")
+        job_container("sft")
+    threads: job_threads("sft")
     resources:
-        **gpu_job_resources("sft"),
+        **job_resources("sft"),
     params:
         launcher=launcher("sft"),
         state_dir=f"{STATE_DIR}/sft",
@@ -27,5 +28,6 @@ rule sft:
             "sft", "tokenization", "reproducibility", ("data", ["on_malformed"])
         ),
     shell:
-        "{params.launcher} -m amber_repro sft --data {input.data} --model {input.model} --out-dir {output} "
+        "{params.launcher} -m amber_repro sft --data {input.data} --eval-data {input.eval_data} "
+        "--model {input.model} --out-dir {output} "
         "--state-dir {params.state_dir} {params.flags} > {log} 2>&1"

@@ -205,4 +205,6 @@ def test_7b_plan_downloads_amber_and_trains_on_8_gpus(workdir):
     assert "--nproc-per-node 8" in command
     assert "--batch-size 256 --gradient-accumulation-steps 16" in command
     assert "--lr 2e-05" in command and "--warmup-ratio 0.04" in command
-    assert "--precision bf16 --tf32 --gradient-checkpointing" in command
+    assert "--precision bf16 --gradient-checkpointing" in command
+    assert " --tf32" in command and "--no-deterministic" in command  # reproducibility.*
+    assert "slurm_extra=--signal=TERM@600" in command  # resumable: SIGTERM before the limit

@@ -21,27 +21,16 @@ from conftest import REPO, Workdir, fake_apptainer, scheduled_jobs
 from fake_apptainer import binds, parse_command
 
 from amber_repro.infrastructure.configuration import config_errors, resolve
+from amber_repro.infrastructure.jobs import JOBS
 from amber_repro.infrastructure.provenance import sha256_file as sha256
 
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.v8+.yaml").read_text())
-GPU_RULES = {"sft", "ref_logps", "dpo", "evaluate", "generate", "safety_answers", "safety_judge"}
-# The CLI stage each rule runs (`... -m amber_repro <stage> ...`), to tell the jobs apart in the
-# calls.
-RULE_STAGES = {
-    "sft": "sft",
-    "ref_logps": "ref-logps",
-    "dpo": "dpo",
-    "evaluate": "eval",
-    "generate": "generate",
-    "safety_answers": "safety-answers",
-    "safety_judge": "safety-judge",
-    "synthesize_data": "synthesize",
-    "filter_pairs": "filter",
-    "build_tiny_model": "base-model",
-    "report_figures": "plots",
-}
+# The AmberSafe GPU rules of the embedded DAG, and the CLI stage each rule runs (`... -m amber_repro
+# <stage> ...`, to tell the jobs apart in the calls): both from the registry of jobs.
+GPU_RULES = {job.rule for job in JOBS if job.gpu and job.part == "ambersafe"}
+RULE_STAGES = {job.rule: job.stage for job in JOBS if job.stage}
 RULE_TARGETS = {
     "synthesize_data": "results/raw/pku-saferlhf/source.json",
     "filter_pairs": "results/ambersafe/data/manifest.json",
@@ -49,7 +38,8 @@ RULE_TARGETS = {
     "sft": "results/ambersafe/sft",
     "ref_logps": "results/ambersafe/ref_logps/test.parquet",
     "dpo": "results/ambersafe/dpo",
-    "evaluate": "results/ambersafe/eval.json",
+    "evaluate": "results/ambersafe/eval/dpo.json",
+    "eval_summary": "results/ambersafe/eval.json",
     "generate": "results/ambersafe/generations.md",
     "safety_answers": "results/ambersafe/safety/answers.parquet",
     "safety_judge": "results/ambersafe/safety/verdicts.json",
@@ -193,8 +183,10 @@ def test_gpu_jobs_and_only_those_run_through_apptainer_exec(apptainer_run):
         assert ("--home", str(workdir.path)) in options, options
         assert call["cwd"] == str(workdir.path)
         assert command[:2] == ["bash", "-c"], command
-    gpu_stages = {RULE_STAGES[rule] for rule in GPU_RULES}
-    assert stages == Counter(dict.fromkeys(gpu_stages, 1)), stages
+    # One job per GPU rule, the evaluation one per model.
+    expected = Counter({RULE_STAGES[rule]: 1 for rule in GPU_RULES})
+    expected["eval"] = len(workdir.config["eval"]["models"])
+    assert stages == expected, stages
     assert result.stderr.count("Activating singularity image") == len(execs)
 
 
@@ -270,7 +262,8 @@ def test_a_rebuilt_image_reruns_the_jobs_that_ran_in_it(apptainer_run):
         "sft": 1,
         "ref_logps": 1,
         "dpo": 1,
-        "evaluate": 1,
+        "evaluate": 3,
+        "eval_summary": 1,
         "generate": 1,
         "safety_answers": 1,
         "safety_judge": 1,

@@ -26,12 +26,13 @@ def test_eval_json_has_the_documented_stable_keys(pipeline):
         "dpo_rewards",
         "versions",
         "config",
-        "inputs",
         "timing",
         "command",
         "run",
         "pairs_dropped",
         "safety",
+        "parts",
+        "kernels",
     }
     assert report["schema_version"] == 1
     assert set(report["models"]) == {"base", "sft", "dpo"}
@@ -66,7 +67,15 @@ def test_eval_json_has_the_documented_stable_keys(pipeline):
         report["versions"]["lm_eval"] == "0.4.13"
         and report["versions"]["tasks"]["saferlhf_preference"] == 1.0
     )
-    assert report["config"]["beta"] == pipeline.config["dpo"]["beta"]
+    # Each model's entry from its own part; the DPO settings only in the DPO model's.
+    for name in ("base", "sft", "dpo"):
+        part = report["parts"][name]
+        assert part["path"] == f"results/ambersafe/eval/{name}.json"
+        assert f"--model={name}=" in " ".join(part["command"])
+    assert report["config"]["by_model"]["dpo"]["beta"] == pipeline.config["dpo"]["beta"]
+    assert report["config"]["by_model"]["base"]["ref_logps"] is None
+    assert report["config"]["by_model"]["dpo"]["precision"] == pipeline.config["eval"]["precision"]
+    assert report["kernels"] == {"tf32_matmul": True, "tf32_cudnn": True, "deterministic": False}
 
 
 def test_dpo_moves_preferences_the_right_way_on_the_held_out_split(pipeline):
@@ -201,9 +210,57 @@ def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_it
 def test_the_verdicts_hash_ignores_only_the_run_block():
     """eval.json names the verdicts by a hash that a replay reproduces: the run block (host, time,
     commit) must not change it; any verdict must."""
-    from amber_repro.evaluation.evaluation import content_sha256
+    from amber_repro.evaluation.eval_summary import content_sha256
 
     record = {"judge": {"kind": "classifier"}, "verdicts": [{"safe": True}], "run": {"host": "a"}}
     assert content_sha256(record) == content_sha256({**record, "run": {"host": "b"}})
     assert content_sha256(record) != content_sha256({**record, "verdicts": [{"safe": False}]})
     assert content_sha256(record) != content_sha256({**record, "judge": {"kind": "beaver-dam"}})
+
+
+def test_metric_names_keep_an_lm_eval_filter_other_than_none():
+    """gsm8k reports exact_match under two filters: both are kept, apart."""
+    from amber_repro.evaluation.evaluation import metric_name
+
+    assert metric_name("acc,none") == "acc"
+    assert metric_name("acc_norm_stderr,none") == "acc_norm_stderr"
+    assert metric_name("exact_match,strict-match") == "exact_match/strict-match"
+    assert metric_name("exact_match,flexible-extract") == "exact_match/flexible-extract"
+
+
+def part(models: dict, **extra) -> dict:
+    return {
+        "schema_version": 1,
+        "models": models,
+        "versions": {"lm_eval": "0.4.13", "tasks": {t: 1.0 for m in models.values() for t in m}},
+        "config": {"model": list(models)},
+        "run": {"host": "somewhere"},
+        "timing": {"seconds_per_model": dict.fromkeys(models, 1.5)},
+        "command": ["python", "-m", "amber_repro", "eval"],
+        **extra,
+    }
+
+
+def test_the_summary_gathers_the_parts_and_refuses_a_model_in_two(tmp_path):
+    from amber_repro.evaluation.eval_summary import content_sha256, summarize
+    from amber_repro.infrastructure.errors import DataError
+    from amber_repro.infrastructure.provenance import write_json
+
+    base, dpo = tmp_path / "base.json", tmp_path / "dpo.json"
+    write_json(base, part({"base": {"task_a": {"acc": 0.5}}}))
+    rewards = {"rewards/accuracies": 0.9}
+    write_json(dpo, part({"dpo": {"task_b": {"acc": 0.7}}}, dpo_rewards=rewards))
+    report = summarize([base, dpo], "dpo")
+    assert report["models"] == {"base": {"task_a": {"acc": 0.5}}, "dpo": {"task_b": {"acc": 0.7}}}
+    assert report["dpo_rewards"] == rewards
+    assert report["versions"]["tasks"] == {"task_a": 1.0, "task_b": 1.0}
+    assert report["timing"]["seconds_per_model"] == {"base": 1.5, "dpo": 1.5}
+    assert report["parts"]["dpo"]["content_sha256"] == content_sha256(json.loads(dpo.read_text()))
+    assert report["config"] == {
+        "dpo_model": "dpo",
+        "by_model": {"base": {"model": ["base"]}, "dpo": {"model": ["dpo"]}},
+    }
+    with pytest.raises(DataError, match="model base is in two evaluation parts"):
+        summarize([base, base], "dpo")
+    with pytest.raises(DataError, match="no such evaluation part"):
+        summarize([tmp_path / "missing.json"], "dpo")

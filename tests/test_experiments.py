@@ -23,6 +23,7 @@ PRESETS = Path(__file__).resolve().parents[1] / "config" / "presets"
 ITS_OWN_JOBS = {
     "dpo_experiment": 1,
     "evaluate_experiment": 1,
+    "eval_summary_experiment": 1,
     "generate_experiment": 1,
     "sweep": 1,
     "provenance": 1,

@@ -18,7 +18,10 @@ from conftest import Workdir, scheduled_jobs
 LAST = {"report_figures": 1, "provenance": 1, "all": 1}
 # The safety answers of base, SFT and DPO, and their verdicts, are redone with the DPO model.
 SAFETY = {"safety_answers": 1, "safety_judge": 1}
-DOWNSTREAM_OF_DPO = {"dpo": 1, "evaluate": 1, "generate": 1, **SAFETY, **LAST}
+# A new DPO model is evaluated alone (one evaluate job per model), then eval.json gathered again.
+DOWNSTREAM_OF_DPO = {"dpo": 1, "evaluate": 1, "eval_summary": 1, "generate": 1, **SAFETY, **LAST}
+# A new SFT model re-evaluates SFT and DPO; the base model's evaluation stands.
+DOWNSTREAM_OF_SFT = {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO, "evaluate": 2}
 
 
 @pytest.fixture
@@ -84,18 +87,12 @@ def test_changing_the_dpo_loss_keeps_the_reference_logps(built):
 
 def test_changing_the_eval_task_list_reruns_evaluation_only(built):
     jobs = dry_run_after(built, {"eval": {"harness_tasks": ["arc_easy:0"]}})
-    assert jobs == {"prepare_eval_datasets": 1, "evaluate": 1, **LAST}
+    assert jobs == {"prepare_eval_datasets": 1, "evaluate": 3, "eval_summary": 1, **LAST}
 
 
 def test_changing_the_filter_setting_reruns_everything_downstream_of_the_filter(built):
     jobs = dry_run_after(built, {"data": {"on_malformed": "drop"}})
-    assert jobs == {
-        "filter_pairs": 1,
-        "build_tiny_model": 1,
-        "sft": 1,
-        "ref_logps": 1,
-        **DOWNSTREAM_OF_DPO,
-    }
+    assert jobs == {"filter_pairs": 1, "build_tiny_model": 1, **DOWNSTREAM_OF_SFT, "evaluate": 3}
 
 
 def test_changing_the_reference_precision_reruns_from_the_reference_logps(built):
@@ -105,21 +102,19 @@ def test_changing_the_reference_precision_reruns_from_the_reference_logps(built)
 
 def test_changing_sft_lr_reruns_from_sft(built):
     jobs = dry_run_after(built, {"sft": {"lr": 5e-4}})
-    assert jobs == {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}
+    assert jobs == DOWNSTREAM_OF_SFT
 
 
 @pytest.mark.parametrize(
     "module, expected",
     [
         ("training/dpo.py", DOWNSTREAM_OF_DPO),
-        (
-            "training/losses.py",
-            {**DOWNSTREAM_OF_DPO},
-        ),  # the DPO loss; evaluation uses it for the rewards too
-        ("training/sft.py", {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO}),
+        # The DPO loss; every model's evaluation uses it (the rewards), so all three rerun.
+        ("training/losses.py", {**DOWNSTREAM_OF_DPO, "evaluate": 3}),
+        ("training/sft.py", DOWNSTREAM_OF_SFT),
         ("evaluation/plots.py", LAST),
-        # The judge, not the answers: they need no new generation.
-        ("evaluation/safety_judge.py", {"safety_judge": 1, "evaluate": 1, **LAST}),
+        # The judge, not the answers: they need no new generation, nor the evaluations.
+        ("evaluation/safety_judge.py", {"safety_judge": 1, "eval_summary": 1, **LAST}),
     ],
 )
 def test_editing_a_stage_module_reruns_that_stage_and_what_follows(built, module, expected):
@@ -158,10 +153,7 @@ def test_a_moved_project_keeps_its_record_of_what_is_up_to_date(built, tmp_path)
     ("output", "expected"),
     [
         ("results/ambersafe/dpo", DOWNSTREAM_OF_DPO),
-        (
-            "results/ambersafe/sft",
-            {"sft": 1, "ref_logps": 1, **DOWNSTREAM_OF_DPO},
-        ),
+        ("results/ambersafe/sft", DOWNSTREAM_OF_SFT),
         ("results/ambersafe/ref_logps/train.parquet", {"ref_logps": 1, **DOWNSTREAM_OF_DPO}),
     ],
 )

@@ -13,7 +13,17 @@ SCRIPT = "<script>alert(1)</script>"
 def test_names_from_the_config_come_out_escaped_and_the_numbers_stay(tmp_path):
     report = {
         "models": {
-            "sft": {"tasks": {SCRIPT: {"acc": 0.75, "acc_stderr": 0.0123, "num_fewshot": 0}}},
+            "sft": {
+                "tasks": {
+                    SCRIPT: {"acc": 0.75, "acc_stderr": 0.0123, "num_fewshot": 0},
+                    "gsm8k": {
+                        "exact_match/strict-match": 0.0531,
+                        "exact_match_stderr/strict-match": 0.0062,
+                        "exact_match/flexible-extract": 0.06,
+                        "num_fewshot": 5,
+                    },
+                }
+            },
             "dpo & <b>co</b>": {
                 "tasks": {
                     "arc_challenge": {
@@ -39,9 +49,17 @@ def test_names_from_the_config_come_out_escaped_and_the_numbers_stay(tmp_path):
     # (write_json sorts keys: the dpo model comes first)
     rows = [[cell.text_content() for cell in row.xpath("th|td")] for row in tree.xpath("//tr")]
     assert rows == [
-        ["model", "task", "shots", "acc", "acc_norm"],
-        ["dpo & <b>co</b>", "arc_challenge", "25", "0.5000 \u00b1 0.0000", "0.2500 \u00b1 0.0100"],
-        ["sft", SCRIPT, "0", "0.7500 \u00b1 0.0123", ""],
+        ["model", "task", "shots", "acc", "acc_norm", "exact_match/strict-match"],
+        [
+            "dpo & <b>co</b>",
+            "arc_challenge",
+            "25",
+            "0.5000 \u00b1 0.0000",
+            "0.2500 \u00b1 0.0100",
+            "",
+        ],
+        ["sft", SCRIPT, "0", "0.7500 \u00b1 0.0123", "", ""],
+        ["sft", "gsm8k", "5", "", "", "0.0531 \u00b1 0.0062"],
     ]
     rewards = tree.xpath("//p")[0].text_content()
     assert rewards == (

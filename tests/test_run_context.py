@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from amber_repro.infrastructure.provenance import (
     RUN_ENV,
@@ -81,15 +84,34 @@ def test_every_stage_record_carries_the_commit_and_config_hash(pipeline):
         assert len(record["run"]["lock_sha256"]) == 64, name
 
 
-def test_deterministic_mode_sets_torchs_switches():
+@pytest.mark.parametrize(
+    ("deterministic", "tf32", "expected"),
+    [
+        # The recipe: TF32 matmuls and convolutions, as the reference sets them at import.
+        (False, True, ["False", "True", "True", "False", "unset"]),
+        (False, False, ["False", "False", "False", "False", "unset"]),
+        # Deterministic wins over tf32: deterministic kernels, full float32.
+        (True, True, ["True", "False", "False", "False", ":4096:8"]),
+    ],
+)
+def test_set_kernels_sets_torchs_switches_and_the_record_reads_them(deterministic, tf32, expected):
+    """In a fresh process each (torch starts with cudnn TF32 on, matmul TF32 off)."""
     script = (
-        "import os, torch; from amber_repro.training.training import set_determinism; "
-        "set_determinism(True); "
+        "import os, json, torch; from amber_repro.training.training import set_kernels; "
+        "from amber_repro.infrastructure.provenance import kernel_settings; "
+        f"set_kernels({deterministic}, {tf32}); "
         "print(torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,"
         " torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,"
-        " os.environ['CUBLAS_WORKSPACE_CONFIG'])"
+        " os.environ.get('CUBLAS_WORKSPACE_CONFIG', 'unset')); "
+        "print(json.dumps(kernel_settings()))"
     )
-    printed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert printed == ["True", "False", "False", "False", ":4096:8"]
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    lines = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    ).stdout.splitlines()
+    assert lines[0].split() == expected
+    assert json.loads(lines[1]) == {
+        "tf32_matmul": expected[1] == "True",
+        "tf32_cudnn": expected[2] == "True",
+        "deterministic": expected[0] == "True",
+    }

@@ -201,8 +201,10 @@ def test_the_embedded_dag_judges_base_sft_and_dpo_with_the_classifier(workdir):
     assert (
         "--kind classifier" in judge and "--train=results/raw/pku-saferlhf/train.parquet" in judge
     )
-    evaluate = next(line for line in dry_run.splitlines() if "amber_repro eval " in line)
-    assert "--safety results/ambersafe/safety/verdicts.json" in evaluate
+    summary = next(line for line in dry_run.splitlines() if "amber_repro eval-summary " in line)
+    assert "--safety results/ambersafe/safety/verdicts.json" in summary
+    evaluations = [line for line in dry_run.splitlines() if "amber_repro eval " in line]
+    assert len(evaluations) == 3 and not any("--safety" in line for line in evaluations)
 
 
 def test_the_recipe_dag_downloads_the_pinned_judge_and_prompts(workdir):

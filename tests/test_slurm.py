@@ -14,7 +14,10 @@ import pytest
 from conftest import Workdir
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
-GPU_RULES = ("sft", "ref_logps", "dpo", "evaluate", "generate", "safety_answers", "safety_judge")
+from amber_repro.infrastructure.jobs import JOBS
+
+# The AmberSafe GPU rules the embedded DAG runs (the registry's).
+GPU_RULES = sorted(job.rule for job in JOBS if job.gpu and job.part == "ambersafe")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,9 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
             and f"-t {resources[rule]['runtime_min']}" in call
         ), call
         assert f"--cpus-per-task={resources[rule]['cpus']}" in call, call
-    assert "--signal=TERM@600" in calls["sft"] and "--signal=TERM@600" in calls["dpo"]
+    # The resumable jobs get SLURM's warning signal (the registry's SIGTERM_WARNING_SECONDS).
+    for rule in GPU_RULES:
+        assert ("--signal=TERM@600" in calls[rule]) == (rule in ("sft", "dpo")), calls[rule]
     assert "--gpus" not in calls["filter_pairs"] and "--mem 500" in calls["filter_pairs"]
 
     # GPU jobs were granted a GPU: SLURM set CUDA_VISIBLE_DEVICES, which each stage logs.
@@ -63,9 +68,8 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
         for line in (workdir.path / "apptainer-calls.jsonl").read_text().splitlines()
     ]
     executed = [argv for argv in calls if "exec" in argv]
-    assert len(executed) == 7 and all(
-        "--nv" in argv for argv in executed
-    )  # sft, ref_logps, dpo, evaluate, generate, safety_answers, safety_judge
+    # sft, ref_logps, dpo, evaluate (one per model), generate, safety_answers, safety_judge
+    assert len(executed) == len(GPU_RULES) + 2 and all("--nv" in argv for argv in executed)
     assert all(
         any(a.endswith(workdir.config["container"]["image"]) for a in argv) for argv in executed
     )

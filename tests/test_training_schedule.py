@@ -1,6 +1,7 @@
 """The training loop's pure parts against the reference's rules: the learning-rate warmup, the
-epoch's batches (reshuffled per epoch from the seed, last partial batch dropped, resumable) and
-the split of a global batch into micro-batches over processes."""
+epoch's batches of `shuffle: examples` (reshuffled per epoch from the seed, last partial batch
+dropped, resumable) and the split of a global batch into micro-batches over processes. The
+reference's own order (`shuffle: prompts`) is in test_batch_order.py."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from amber_repro.training.batch_order import example_batches as global_batches
+from amber_repro.training.batch_order import steps_per_epoch
 from amber_repro.training.training import (
     Processes,
     build_optimizer,
     build_scheduler,
-    global_batches,
     micro_batches,
-    steps_per_epoch,
 )
 
 CPU = torch.device("cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import polars as pl
 import pytest
@@ -25,15 +26,28 @@ def test_each_checkpoint_loads_as_saved(pipeline, folder):
     assert record["software"]["torch"].startswith("2.13.0") and record["weights_sha256"]
 
 
-def test_sft_logs_per_step_metrics_and_tensorboard(pipeline):
+def held_out_steps(config: dict, stage: str, last: int) -> list[int]:
+    """The steps the reference evaluates at (before step 1, every eval_every examples), and ours
+    after the last step."""
+    every = config[stage]["eval_every"] // config[stage]["batch_size"]
+    return sorted({0, *range(every, last + 1, every), last})
+
+
+def test_sft_logs_per_step_metrics_held_out_loss_and_tensorboard(pipeline):
     sft = pipeline.path / "results/ambersafe/sft"
     rows = [json.loads(line) for line in (sft / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
-    assert {"loss", "grad_norm", "lr"} <= set(rows[0])
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert [r["step"] for r in rows] == list(range(len(rows)))
+    # Step 0: the held-out evaluation before the first step (the reference's do_first_eval).
+    assert set(rows[0]) == {"step", "eval/loss", "eval/logps"}
+    assert {"loss", "grad_norm", "lr"} <= set(rows[1])
+    assert rows[-1]["loss"] < rows[1]["loss"]
+    evaluated = [r["step"] for r in rows if "eval/loss" in r]
+    assert evaluated == held_out_steps(pipeline.config, "sft", rows[-1]["step"])
+    assert rows[-1]["eval/loss"] < rows[0]["eval/loss"]  # it learnt something that generalises
     assert list((sft / "tensorboard").glob("events.out.tfevents.*"))
     card = (sft / "README.md").read_text()
     assert "sft-train.parquet" in card and "| lr |" in card and "| n_epochs |" in card
+    assert "eval/loss" in card  # the final weights' held-out loss
 
 
 def test_dpo_logs_the_reference_metrics_and_learns_the_held_out_preference(pipeline):
@@ -50,14 +64,17 @@ def test_dpo_logs_the_reference_metrics_and_learns_the_held_out_preference(pipel
         "grad_norm",
         "lr",
     }
-    assert expected <= set(rows[0])
-    evals = [r for r in rows if "eval/rewards/accuracies" in r]
-    assert len(evals) >= 2
-    assert {f"eval/{k}" for k in ("loss", "rewards/accuracies", "rewards/margins")} <= set(
-        evals[-1]
-    )
-    assert evals[-1]["eval/rewards/accuracies"] > 0.8
-    assert evals[-1]["eval/rewards/margins"] > 0
+    assert expected <= set(rows[1])
+    # Before the first step the policy is the reference: loss log 2, rewards 0.
+    first = rows[0]
+    assert first["step"] == 0 and "loss" not in first
+    assert first["eval/loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert abs(first["eval/rewards/margins"]) < 1e-4
+    evaluated = [r["step"] for r in rows if "eval/rewards/accuracies" in r]
+    assert evaluated == held_out_steps(pipeline.config, "dpo", rows[-1]["step"])
+    assert {f"eval/{k}" for k in ("loss", "rewards/accuracies", "rewards/margins")} <= set(rows[-1])
+    assert rows[-1]["eval/rewards/accuracies"] > 0.8
+    assert rows[-1]["eval/rewards/margins"] > 0
 
 
 def test_reference_logps_cover_every_pair_once(pipeline):

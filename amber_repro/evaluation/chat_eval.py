@@ -32,6 +32,7 @@ from amber_repro.infrastructure.chat_settings import (
 from amber_repro.infrastructure.configuration import add_settings_arguments
 from amber_repro.infrastructure.provenance import (
     command_line,
+    kernel_settings,
     run_context,
     sha256_file,
     software_versions,
@@ -148,7 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_settings_arguments(
         parser,
-        (ChatEvalSettings, ("batch_size", "limit", "bootstrap_iters")),
+        (ChatEvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
         ChatGenerations,
         (ChatTrainSettings, ("model_max_length",)),
         (ChatTokenizer, ("legacy",)),
@@ -158,7 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     started = time.perf_counter()
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
     frame = pl.read_parquet(args.conversations)
@@ -181,6 +182,7 @@ def main(args: argparse.Namespace) -> None:
         "items": items,
     }
     software = software_versions()
+    report["kernels"] = kernel_settings()
     report["versions"] = {"lm_eval": software.get("lm_eval"), "software": software}
     report["config"] = {
         k: (str(v) if isinstance(v, Path) else v)

@@ -1,17 +1,19 @@
-"""Evaluation: lm-eval on each checkpoint as saved, a safety preference task of our own, and the DPO
-model's implicit rewards on the held-out pairs; one eval.json with stable keys.
+"""Evaluation of saved checkpoints: lm-eval on each as saved, a safety preference task of our own,
+and the DPO model's implicit rewards on the held-out pairs. The workflow runs this stage once per
+model (results/ambersafe/eval/<model>.json), so that a new DPO model re-evaluates only itself, and
+`eval-summary` (eval_summary.py) gathers the parts and the safety verdicts into eval.json.
 
-eval.json (schema_version 1):
+A part (schema_version 1):
   models.<name>.path / .weights_sha256        which checkpoint was evaluated
-  models.<name>.tasks.<task>.<metric>          e.g. acc, acc_stderr, acc_norm, acc_norm_stderr
+  models.<name>.tasks.<task>.<metric>          e.g. acc, acc_stderr, acc_norm, acc_norm_stderr;
+                                               a metric of an lm-eval filter other than "none"
+                                               is <metric>/<filter>, e.g. gsm8k's
+                                               exact_match/strict-match
   models.<name>.tasks.<task>.num_fewshot / .samples
-  models.<name>.harmless_rate                  {value, ci_low, ci_high, safe, total, empty}: answers
-                                               to harmful prompts judged safe (safety_eval.py)
-  safety                                       the judge's identity and accuracy, the interval's
-                                               level, the verdicts file and its content's sha256
   dpo_rewards.{rewards/accuracies, rewards/margins, rewards/chosen, rewards/rejected, pairs, beta,
-               loss_type}
+               loss_type}                      (when the DPO model is among the models)
   versions.{lm_eval, tasks.<task>, software}
+  kernels                                      TF32 and deterministic kernels in effect
   config                                       the evaluation settings that produced the file
   run                                          commit, dirty flag, config and lock hashes
   timing                                       the only part that changes between identical runs
@@ -20,18 +22,17 @@ eval.json (schema_version 1):
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import polars as pl
 import torch
 
+from amber_repro.evaluation.safety_task import SAFETY_TASK, safety_task
 from amber_repro.infrastructure.configuration import add_settings_arguments
 from amber_repro.infrastructure.provenance import (
     command_line,
-    read_json,
+    kernel_settings,
     run_context,
     sha256_file,
     software_versions,
@@ -54,15 +55,10 @@ from amber_repro.training.pairs import (
     tokenize_pairs,
 )
 
-SAFETY_TASK = "saferlhf_preference"
-
 
 def safety_task_config(pairs_path: Path, work_dir: Path) -> dict:
-    """An lm-eval multiple-choice task over held-out pairs: is the safe response more likely?
-
-    Scored by lm-eval's loglikelihood of each response given the raw prompt, with no separator (as
-    the model was trained); the safe (chosen) response is choice 0, the gold answer.
-    """
+    """The safety preference task (safety_task.py) over the held-out pairs, its documents written
+    into work_dir."""
     work_dir.mkdir(parents=True, exist_ok=True)
     docs = work_dir / f"{SAFETY_TASK}.parquet"
     pl.read_parquet(pairs_path).select(
@@ -71,28 +67,24 @@ def safety_task_config(pairs_path: Path, work_dir: Path) -> dict:
         pl.concat_list("chosen", "rejected").alias("choices"),
         pl.lit(0).alias("label"),
     ).write_parquet(docs)
-    return {
-        "task": SAFETY_TASK,
-        "dataset_path": "parquet",
-        "dataset_kwargs": {"data_files": {"test": str(docs)}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "prompt",
-        "doc_to_choice": "choices",
-        "doc_to_target": "label",
-        "target_delimiter": "",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-        "metadata": {"version": 1.0},
-    }
+    return safety_task(docs)
 
 
 def parse_task(text: str) -> tuple[str, int]:
     """'arc_challenge:25' -> ('arc_challenge', 25); no count means zero-shot."""
     name, _, shots = text.partition(":")
     return name, int(shots or 0)
+
+
+# eval.precision -> lm-eval's dtype (the harness's half precision for 7B models: float16).
+HARNESS_DTYPES = {"float32": "float32", "float16": "float16", "bf16": "bfloat16"}
+
+
+def metric_name(key: str) -> str:
+    """lm-eval's "metric,filter" key: the metric alone for the "none" filter, else metric/filter
+    (gsm8k reports exact_match under two filters, strict-match and flexible-extract)."""
+    metric, _, kind = key.partition(",")
+    return metric if kind in ("", "none") else f"{metric}/{kind}"
 
 
 def harness_results(
@@ -108,7 +100,7 @@ def harness_results(
     lm = HFLM(
         pretrained=str(model_path),
         backend="causal",
-        dtype="float32",
+        dtype=HARNESS_DTYPES[args.precision],
         batch_size=args.batch_size,
         device=str(T.processes().device),
         trust_remote_code=False,
@@ -125,7 +117,7 @@ def harness_results(
         )
         for name, metrics in output["results"].items():
             entry = {
-                key.split(",")[0]: value
+                metric_name(key): value
                 for key, value in metrics.items()
                 if key not in ("alias", "sample_len") and isinstance(value, (int, float))
             }
@@ -187,9 +179,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ref-logps", type=Path, help="reference log-probs of --pairs (for the DPO rewards)"
     )
     parser.add_argument(
-        "--safety", type=Path, help="the safety-judge verdicts JSON (harmless_rate per model)"
-    )
-    parser.add_argument(
         "--dpo-model", default="dpo", help="which NAME gets the implicit-reward metrics"
     )
     parser.add_argument(
@@ -201,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_settings_arguments(
         parser,
-        (EvalSettings, ("batch_size", "limit", "bootstrap_iters")),
+        (EvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
         (DPOSettings, ("beta", "loss")),
         (DataSettings, ("on_malformed",)),
         Tokenization,
@@ -231,32 +220,8 @@ def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]
     return kept, dropped
 
 
-def merge_safety(report: dict, verdicts_path: Path) -> None:
-    """Copy each evaluated model's harmless_rate from the verdicts, for the same checkpoint only
-    (an experiment's DPO model is not the default one)."""
-    verdicts = read_json(verdicts_path)
-    for name, entry in report["models"].items():
-        judged = verdicts["models"].get(name)
-        if judged and judged["path"] == entry["path"]:
-            entry["harmless_rate"] = judged["harmless_rate"]
-    report["safety"] = {
-        "judge": verdicts["judge"],
-        "confidence": verdicts["confidence"],
-        # Of the verdicts without their `run` block (host, time, commit): a replay that judges
-        # the same answers the same way gives the same eval.json.
-        "verdicts": {"path": str(verdicts_path), "content_sha256": content_sha256(verdicts)},
-    }
-
-
-def content_sha256(record: dict) -> str:
-    """sha256 of a JSON record's canonical form without its run-specific blocks."""
-    reproducible = {k: v for k, v in record.items() if k not in ("run", "timing")}
-    text = json.dumps(reproducible, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     started = time.perf_counter()
     models = dict(item.split("=", 1) for item in args.model)
     pairs_path, dropped = usable_pairs(args, Path(next(iter(models.values()))))
@@ -284,14 +249,13 @@ def main(args: argparse.Namespace) -> None:
                 for task, s in scores.items()
             )
         )
-    if args.safety:
-        merge_safety(report, args.safety)
     if args.dpo_model in models and args.ref_logps:
         report["dpo_rewards"] = dpo_rewards(
             Path(models[args.dpo_model]), pairs_path, args.ref_logps, args
         )
     software = software_versions()
     report["versions"].update(lm_eval=software.get("lm_eval"), software=software)
+    report["kernels"] = kernel_settings()
     settings = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in sorted(vars(args).items())

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     prompts = (
         pl.read_parquet(args.pairs)["prompt"]
         .unique(maintain_order=True)

@@ -45,12 +45,16 @@ def plot_curves(metrics: Path, keys: list[str], title: str, out: Path) -> None:
     plt.close(fig)
 
 
+# The table's columns: the likelihood tasks' accuracies, and GSM8K's exact match of the answer
+# after "####" (lm-eval's strict-match filter, the leaderboard's).
+TABLE_METRICS = ("acc", "acc_norm", "exact_match/strict-match")
 # autoescape: every value rendered into the page is HTML-escaped.
 _TEMPLATES = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 EVAL_TABLE = _TEMPLATES.from_string("""\
 <html><body>
 <table>
-<tr><th>model</th><th>task</th><th>shots</th><th>acc</th><th>acc_norm</th></tr>
+<tr><th>model</th><th>task</th><th>shots</th>{% for metric in metrics %}<th>{{ metric }}</th>\
+{% endfor %}</tr>
 {% for row in rows %}
 <tr><td>{{ row.model }}</td><td>{{ row.task }}</td><td>{{ row.shots }}</td>
 {%- for value, stderr in row.cells -%}
@@ -76,6 +80,13 @@ EVAL_TABLE = _TEMPLATES.from_string("""\
 """)
 
 
+def stderr_key(metric: str) -> str:
+    """The key of a metric's standard error: acc -> acc_stderr, exact_match/strict-match ->
+    exact_match_stderr/strict-match (evaluation.metric_name keeps lm-eval's filter last)."""
+    name, slash, kind = metric.partition("/")
+    return f"{name}_stderr{slash}{kind}"
+
+
 def eval_table(eval_json: Path, out: Path) -> None:
     """eval.json as an HTML table: one row per (model, task), accuracy with its stderr.
 
@@ -85,10 +96,10 @@ def eval_table(eval_json: Path, out: Path) -> None:
     for model, entry in report["models"].items():
         for task, scores in entry["tasks"].items():
             cells = [
-                (f"{scores[m]:.4f}", f"{scores.get(m + '_stderr', 0):.4f}")
+                (f"{scores[m]:.4f}", f"{scores.get(stderr_key(m), 0):.4f}")
                 if m in scores
                 else ("", "")
-                for m in ("acc", "acc_norm")
+                for m in TABLE_METRICS
             ]
             rows.append(
                 {
@@ -107,7 +118,12 @@ def eval_table(eval_json: Path, out: Path) -> None:
     atomic_write_text(
         out,
         EVAL_TABLE.render(
-            rows=rows, rewards=rewards, harmless=harmless, confidence=confidence, judge=judge
+            rows=rows,
+            metrics=TABLE_METRICS,
+            rewards=rewards,
+            harmless=harmless,
+            confidence=confidence,
+            judge=judge,
         ),
     )
 

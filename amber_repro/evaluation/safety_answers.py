@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     prompts = read_prompts(args.prompts, args.count)
     rows = []
     for item in args.model:

@@ -40,19 +40,16 @@ import yaml
 
 from amber_repro import __version__
 from amber_repro.infrastructure.errors import AmberError
+from amber_repro.infrastructure.jobs import JOBS
+from amber_repro.infrastructure.jobs import job as job_kind
 from amber_repro.infrastructure.provenance import atomic_path, sha256_file
 from amber_repro.infrastructure.verify import CRATE_NAME, Crate, comparison
 
 MANIFEST = "BUNDLE.json"
 FORMAT = "amber-repro bundle 1"
-# Jobs that fetch what the run starts from: the bundle holds their outputs, the replay restores
-# them.
-RESTORED_RULES = {
-    "download_data": "raw data (hub snapshot)",
-    "synthesize_data": "raw data (synthetic files)",
-    "download_base_model": "base model (hub snapshot)",
-    "prepare_eval_datasets": "lm-eval datasets",
-}
+# Jobs whose outputs the bundle holds and the replay restores (jobs.py: those that fetch what the
+# run starts from, and the synthetic raw data): rule -> what they hold.
+RESTORED_RULES = {job.rule: job.restored_as for job in JOBS if job.restored}
 
 
 class ArchiveError(AmberError):
@@ -294,7 +291,7 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
             )
             for file_id in job.results:
                 restore[f"results/{file_id}"] = f"results/{file_id}"
-            if job.rule == "prepare_eval_datasets":
+            if job_kind(job.rule).stage == "eval-datasets":
                 restore.update(datasets_cache(workdir, config, warnings))
     expected = []
     for job in crate.jobs:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from amber_repro.infrastructure.settings_eval import LLM360_TASKS
 from amber_repro.infrastructure.settings_types import (
     PATH_PART,
     HarnessTask,
@@ -158,9 +159,6 @@ class ChatTrainSettings(Section):
     )
     seed: int = Field(42, description="seed of the per-epoch shuffle (the Trainer's default seed)")
     precision: Precision = Field("bf16", description="bf16 autocast (the recipe) or float32")
-    tf32: bool = Field(
-        True, description="TF32 matmuls on Ampere+ GPUs (off under reproducibility.deterministic)"
-    )
     gradient_checkpointing: bool = Field(True, description="recompute activations (saves memory)")
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
 
@@ -172,15 +170,10 @@ class ChatGenerations(Section):
 
 class ChatEvalSettings(Section):
     harness_tasks: list[HarnessTask] = Field(
-        [
-            "arc_challenge:25",
-            "hellaswag:10",
-            "mmlu:5",
-            "truthfulqa_mc2:0",
-            "winogrande:5",
-            "gsm8k:5",
-        ],
-        description="lm-eval tasks as name:shots (LLM360's reported AmberChat set)",
+        LLM360_TASKS, description="lm-eval tasks as name:shots (LLM360's reported AmberChat set)"
+    )
+    precision: Literal["float32", "float16", "bf16"] = Field(
+        "float16", description="the models' dtype in lm-eval (its half precision for 7B models)"
     )
     batch_size: int = Field(16, ge=1, description="documents (or conversations) per forward batch")
     limit: int | None = Field(None, ge=1, description="documents per task at most; null: all")

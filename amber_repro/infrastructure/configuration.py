@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.infrastructure.jobs import MULTI_NODE
 from amber_repro.infrastructure.settings import CONFLICT, Config
 
 # Snakemake hands `--config key={nested: value}` over with every scalar as a string; these mean
@@ -262,8 +263,10 @@ def settings_markdown() -> str:
         "`tokenization.max_prompt_length` below `tokenization.max_length`; `sft.batch_size`,",
         "`dpo.batch_size` and `amberchat.train.batch_size` divisible by their",
         "`gradient_accumulation_steps` x processes (`resources.<stage>.gpus` x `nodes`, 0 GPUs =",
-        "1 process); `nodes` > 1 only for amberchat, sft, ref_logps and dpo; their `cpus` at least",
-        "one per process.",
+        f"1 process); `nodes` > 1 only for {', '.join(MULTI_NODE)}; their `cpus` at least one per",
+        "process; `sft.eval_every` and `dpo.eval_every` (training examples) at least their",
+        "`batch_size`. Which rules have a `resources` entry, and what kind of job each rule is:",
+        "amber_repro/infrastructure/jobs.py.",
         "",
         "| key | default | meaning |",
         "|---|---|---|",

@@ -6,8 +6,9 @@ What other code relies on:
   - the crate root is results/; a File's @id is its path relative to results/, with `sha256` (hex)
     and `contentSize` (bytes, a string as schema.org has it);
   - one CreateAction per job, @id "#job-<job>": `object` its inputs, `result` its output files
-    (folders expanded), `additionalProperty` its command line, software versions, seed and run
-    context as PropertyValues (read from the JSON record the stage wrote beside its outputs);
+    (folders expanded), `additionalProperty` its command line, software versions, GPU numerics
+    (`kernels`: TF32, deterministic), seed and run context as PropertyValues (read from the JSON
+    record the stage wrote beside its outputs);
   - the workflow run, "#run": `instrument` the Snakefile (the root's mainEntity), `object` the
     resolved config (PropertyValue "config", a JSON string) and the data and base-model sources,
     `additionalProperty` "config_sha256", "git_commit", "git_dirty", "git_diff_sha256",
@@ -129,13 +130,15 @@ def job_records(outputs: list[Path]) -> list[dict]:
 
 
 def job_facts(records: list[dict]) -> dict:
-    """Command line, software versions, seed, run context and hardware a job's records name."""
+    """Command line, software versions, GPU numerics (TF32, deterministic kernels), seed, run
+    context and hardware a job's records name."""
     facts = {}
     for record in records:
         settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
         found = {
             "command": record.get("command"),
             "software": record.get("software") or record.get("versions", {}).get("software"),
+            "kernels": record.get("kernels"),
             "seed": record.get("seed", settings.get("seed")),
             "run_context": record.get("run"),
             "hardware": record.get("hardware") or (record.get("run") or {}).get("hardware"),

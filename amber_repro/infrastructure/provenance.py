@@ -136,6 +136,19 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def kernel_settings() -> dict[str, bool] | None:
+    """The GPU numerics a stage ran with, read from torch (training.set_kernels sets them): TF32
+    matmuls and convolutions, deterministic kernels. None where torch was never imported."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return {
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
 def command_line() -> list[str]:
     """The command that made an output, as typed (argv), for the record."""
     return [Path(sys.executable).name, "-m", "amber_repro", *sys.argv[1:]]

@@ -34,6 +34,7 @@ import yaml
 
 from amber_repro.infrastructure.archive import MANIFEST, RESTORED_RULES, git
 from amber_repro.infrastructure.errors import AmberError
+from amber_repro.infrastructure.jobs import BY_RULE
 from amber_repro.infrastructure.provenance import RUN_ENV, sha256_file
 from amber_repro.infrastructure.verify import (
     CRATE_NAME,
@@ -48,20 +49,6 @@ from amber_repro.infrastructure.verify import (
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 GIT_CONTEXT_KEYS = {key: RUN_ENV[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")}
 GIT_CONTEXT = set(GIT_CONTEXT_KEYS.values())
-STAGES = {
-    "download_data": "raw data",
-    "synthesize_data": "raw data",
-    "filter_pairs": "data",
-    "download_base_model": "base model",
-    "build_tiny_model": "base model",
-    "sft": "SFT",
-    "ref_logps": "reference log-probs",
-    "dpo": "DPO",
-    "prepare_eval_datasets": "eval datasets",
-    "evaluate": "eval",
-    "generate": "generations",
-    "report_figures": "report",
-}
 
 
 class ReplayError(AmberError):
@@ -358,7 +345,7 @@ def replay(args: argparse.Namespace) -> list[Row]:
 def raise_diverged(rows: list[Row], job, log: Path | None = None) -> None:
     print(format_table(rows))
     first = next(row for row in rows if not row.ok)
-    stage = STAGES.get(job.rule, job.rule)
+    stage = BY_RULE[job.rule].label if job.rule in BY_RULE else job.rule
     where = f" (see {log})" if log else ""
     raise Diverged(
         f"first divergence: {first.artifact}, made by job {job.name} ({stage}){where}: "

@@ -11,17 +11,20 @@ are constrained to the characters they can legitimately hold.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from amber_repro.infrastructure.chat_settings import AmberChatSettings
+from amber_repro.infrastructure.jobs import MULTI_NODE, SIZED, Size
 
 # Re-exported (stages import them from here): the eval sections and the base types.
 from amber_repro.infrastructure.settings_eval import (  # noqa: F401
@@ -120,10 +123,29 @@ class Training(Section):
     lr: float = Field(gt=0, description="peak learning rate (RMSprop)")
     warmup_steps: int = Field(150, ge=0, description="linear warmup steps, then constant")
     max_grad_norm: float = Field(10.0, gt=0, description="gradient clipping norm")
-    seed: int = Field(0, description="seed of the per-epoch shuffle")
+    seed: int = Field(0, description="seed of the per-epoch shuffle and the held-out sample")
+    shuffle: Literal["prompts", "examples"] = Field(
+        "prompts",
+        description="prompts: the reference's order (prompts shuffled each epoch, each prompt's "
+        "examples one after another); examples: each example shuffled on its own",
+    )
     precision: Precision = Field("float32", description="float32 (the recipe) or bf16 autocast")
     gradient_checkpointing: bool = Field(False, description="recompute activations (saves memory)")
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
+    eval_every: int = Field(
+        20_000,
+        ge=1,
+        description="training examples between held-out evaluations, rounded down to a multiple "
+        "of batch_size (the reference's)",
+    )
+    do_first_eval: bool = Field(True, description="evaluate before the first optimizer step too")
+    eval_examples: int = Field(
+        256,
+        ge=1,
+        description="held-out examples per evaluation, drawn in the shuffle's order from the seed "
+        "(rounded up to whole eval batches)",
+    )
+    eval_batch_size: int = Field(32, ge=1, description="held-out examples per forward pass")
 
 
 class SFTSettings(Training):
@@ -165,9 +187,6 @@ class DPOSettings(Training):
     batch_size: int = Field(32, ge=1, description="GLOBAL pairs per optimizer step")
     gradient_accumulation_steps: int = Field(4, ge=1, description="micro-steps per optimizer step")
     lr: float = Field(5e-7, gt=0, description="peak learning rate (RMSprop)")
-    eval_every: int = Field(500, ge=1, description="optimizer steps between held-out evaluations")
-    eval_examples: int = Field(256, ge=1, description="held-out pairs per evaluation")
-    eval_batch_size: int = Field(32, ge=1, description="pairs per held-out forward pass")
     length_group_min_saving: int = Field(
         0,
         ge=0,
@@ -179,41 +198,44 @@ class DPOSettings(Training):
 
 
 class JobResources(Section):
-    gpus: int = Field(ge=0, description="GPUs per node (and processes per node)")
-    nodes: int = Field(1, ge=1, description="nodes (amberchat, sft, ref_logps and dpo only)")
+    gpus: int = Field(ge=0, description="GPUs per node (and processes per node); 0: a CPU job")
+    nodes: int = Field(
+        1, ge=1, description=f"nodes ({', '.join(MULTI_NODE)} only: the others run on one)"
+    )
     cpus: int = Field(ge=1, description="CPUs per node (also the local thread count)")
     mem_mb: int = Field(ge=100, description="memory per node, MB")
     runtime_min: int = Field(ge=1, description="time limit, minutes")
 
 
-def _job(gpus: int, cpus: int, mem_mb: int, runtime_min: int):
+def _sized(size: Size):
     return Field(
-        default_factory=lambda: JobResources(
-            gpus=gpus, cpus=cpus, mem_mb=mem_mb, runtime_min=runtime_min
-        ),
-        description=f"{gpus} GPU(s), {cpus} CPUs, {mem_mb} MB, {runtime_min} min",
+        default_factory=lambda: JobResources(**dataclasses.asdict(size)),
+        description=f"{size.gpus} GPU(s), {size.cpus} CPUs, {size.mem_mb} MB, "
+        f"{size.runtime_min} min",
     )
 
 
-class Resources(Section):
-    """What each GPU rule asks the scheduler for; sized for the 6.7B model on 8-GPU nodes."""
-
-    sft: JobResources = _job(8, 64, 480000, 2880)
-    ref_logps: JobResources = _job(1, 8, 64000, 720)
-    dpo: JobResources = _job(8, 64, 480000, 2880)
-    evaluate: JobResources = _job(1, 8, 64000, 720)
-    generate: JobResources = _job(1, 8, 64000, 120)
-    # FastChat's AmberChat run: one node of 8 x 80 GB A100 (docs/amberchat.md has the arithmetic).
-    amberchat: JobResources = _job(8, 64, 480000, 4320)
-    amberchat_eval: JobResources = _job(1, 8, 64000, 720)
-    safety_answers: JobResources = _job(1, 8, 64000, 240)
-    safety_judge: JobResources = _job(1, 8, 64000, 120)
+# What each sized rule asks the scheduler for, one field per rule of amber_repro/infrastructure/
+# jobs.py that has a size; the defaults are the 7B recipe's, on 8-GPU nodes.
+Resources = create_model(
+    "Resources",
+    __base__=Section,
+    __doc__="What each job asks the scheduler for; sized for the 6.7B model on 8-GPU nodes.",
+    **{rule: (JobResources, _sized(size)) for rule, size in SIZED.items()},
+)
 
 
 class Reproducibility(Section):
+    """How GPU stages compute: every GPU stage takes these (CPU results are the same either way)."""
+
     deterministic: bool = Field(
         False,
         description="deterministic kernels, no TF32: bitwise repeatable on one GPU model and stack",
+    )
+    tf32: bool = Field(
+        True,
+        description="TF32 matmuls and convolutions on A100/H100-class GPUs, as the reference turns "
+        "them on; off when deterministic",
     )
 
 
@@ -303,8 +325,6 @@ class Config(Section):
 
 CONFLICT = "settings_conflict"  # the error type; its message already names the key's value
 TRAINING_JOBS = ("sft", "dpo")  # their batch_size is GLOBAL: split over micro-steps and processes
-# Started with torchrun on every node (launch.py).
-MULTI_NODE_JOBS = ("amberchat", "dpo", "ref_logps", "sft")
 
 
 def processes_per_node(job: JobResources) -> int:
@@ -360,16 +380,22 @@ def _batch_conflicts(config: Config) -> list:
 def batch_conflicts(where: tuple[str, ...], stage: Training, job_name: str, job) -> list:
     """The batch check of one training stage's settings; `where` is their key ("dpo",)."""
     processes = processes_per_node(job) * job.nodes
-    if stage.batch_size % (stage.gradient_accumulation_steps * processes) == 0:
-        return []
-    key = ".".join(where)
-    message = (
-        f"{key}.batch_size: {stage.batch_size} is not divisible by "
-        f"{key}.gradient_accumulation_steps {stage.gradient_accumulation_steps} x "
-        f"{_count(processes, 'process', 'processes')} "
-        f"(resources.{job_name}: {_count(job.gpus, 'GPU')} x {_count(job.nodes, 'node')})"
-    )
-    return [((*where, "batch_size"), stage.batch_size, message)]
+    key, problems = ".".join(where), []
+    if stage.batch_size % (stage.gradient_accumulation_steps * processes):
+        message = (
+            f"{key}.batch_size: {stage.batch_size} is not divisible by "
+            f"{key}.gradient_accumulation_steps {stage.gradient_accumulation_steps} x "
+            f"{_count(processes, 'process', 'processes')} "
+            f"(resources.{job_name}: {_count(job.gpus, 'GPU')} x {_count(job.nodes, 'node')})"
+        )
+        problems.append(((*where, "batch_size"), stage.batch_size, message))
+    if getattr(stage, "eval_every", stage.batch_size) < stage.batch_size:
+        message = (
+            f"{key}.eval_every: {stage.eval_every} training examples is below {key}.batch_size "
+            f"{stage.batch_size}: evaluations come between optimizer steps"
+        )
+        problems.append(((*where, "eval_every"), stage.eval_every, message))
+    return problems
 
 
 def _resource_conflicts(resources: Resources) -> list:
@@ -377,13 +403,13 @@ def _resource_conflicts(resources: Resources) -> list:
     problems = []
     for name in Resources.model_fields:
         job: JobResources = getattr(resources, name)
-        if job.nodes > 1 and name not in MULTI_NODE_JOBS:
+        if job.nodes > 1 and name not in MULTI_NODE:
             message = (
                 f"resources.{name}.nodes: {job.nodes}, but only "
-                f"{', '.join(sorted(MULTI_NODE_JOBS))} run on several nodes"
+                f"{', '.join(sorted(MULTI_NODE))} run on several nodes"
             )
             problems.append((("resources", name, "nodes"), job.nodes, message))
-        if name in MULTI_NODE_JOBS and job.cpus < processes_per_node(job):
+        if name in MULTI_NODE and job.cpus < processes_per_node(job):
             message = (
                 f"resources.{name}.cpus: {job.cpus} is fewer than the "
                 f"{processes_per_node(job)} processes per node (resources.{name}.gpus "

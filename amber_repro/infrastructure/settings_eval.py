@@ -18,6 +18,17 @@ from amber_repro.infrastructure.settings_types import (
     SplitName,
 )
 
+# The Open LLM Leaderboard's tasks and shots, which LLM360 reported for Amber and AmberChat
+# (docs/recipe.md maps them to lm-eval 0.4's names).
+LLM360_TASKS = [
+    "arc_challenge:25",
+    "hellaswag:10",
+    "mmlu:5",
+    "truthfulqa_mc2:0",
+    "winogrande:5",
+    "gsm8k:5",
+]
+
 
 class GenerationSettings(Section):
     prompts: int = Field(16, ge=1, description="held-out prompts to answer greedily")
@@ -67,8 +78,12 @@ class EvalSettings(Section):
         ["base", "sft", "dpo"], min_length=1, description="checkpoints to evaluate"
     )
     harness_tasks: list[HarnessTask] = Field(
-        ["arc_challenge:25", "hellaswag:10", "mmlu:5", "truthfulqa_mc2:0", "winogrande:5"],
-        description="lm-eval tasks as name:shots (LLM360's reported set)",
+        LLM360_TASKS, description="lm-eval tasks as name:shots (LLM360's reported set)"
+    )
+    precision: Literal["float32", "float16", "bf16"] = Field(
+        "float16",
+        description="the models' dtype in lm-eval (its half precision for 7B models); the DPO "
+        "rewards are computed in float32, as in training",
     )
     batch_size: int = Field(16, ge=1, description="documents per forward batch")
     limit: int | None = Field(None, ge=1, description="documents per task at most; null: all")

@@ -100,16 +100,8 @@ def build_scheduler(optimizer, total_steps: int, warmup_ratio: float):
     )
 
 
-def set_tf32(enabled: bool, deterministic: bool) -> None:
-    """--tf32 True of the recipe; deterministic runs keep TF32 off (set_determinism)."""
-    if enabled and not deterministic:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
-    set_tf32(args.tf32, args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     procs = T.processes()
     # A batch that does not split into equal micro-batches stops here, before anything loads.
     T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)

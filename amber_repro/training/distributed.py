@@ -31,10 +31,13 @@ def is_distributed() -> bool:
 
 
 def shard(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Under several processes, `fully_shard_model`; one process keeps the plain module."""
+    return fully_shard_model(model, precision) if is_distributed() else model
+
+
+def fully_shard_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """FSDP2 full sharding per decoder layer, then the root; bf16 compute with float32 reduction if
-    asked."""
-    if not is_distributed():
-        return model
+    asked. Needs an initialised process group (of any size)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (

@@ -1,10 +1,12 @@
 """Direct preference optimisation from the SFT checkpoint, against stored reference log-probs.
 
-Read top to bottom: tokenize pairs, load the policy, restore a checkpoint if this same run was
-interrupted, then one loop over optimizer steps. Each micro-batch runs chosen and rejected through
-one forward pass, takes the loss from `losses.preference_loss`, and logs the reference's metrics;
-held-out metrics every --eval-every steps. `--reference-mode live` keeps a frozen reference model in
-the loop instead of reading stored log-probs (for comparison; see bench/dpo_reference_modes.py).
+Read top to bottom: tokenize pairs and draw the held-out sample, load the policy, restore a
+checkpoint if this same run was interrupted, then one loop over optimizer steps in the reference's
+batch order (batch_order.py). Each micro-batch runs chosen and rejected through one forward pass,
+takes the loss from `losses.preference_loss`, and logs the reference's metrics; held-out metrics
+before the first step and every --eval-every training examples, as the reference logs them.
+`--reference-mode live` keeps a frozen reference model in the loop instead of reading stored
+log-probs (for comparison; see bench/dpo_reference_modes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from amber_repro.infrastructure.provenance import sha256_file
 from amber_repro.infrastructure.settings import DPOSettings, ReferenceSettings
 from amber_repro.training import distributed
 from amber_repro.training import training as T
+from amber_repro.training.batch_order import (
+    evaluates_before,
+    evaluation_sample,
+    evaluation_steps,
+    prompt_groups,
+    training_batches,
+)
 from amber_repro.training.checkpointing import start_run
 from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.losses import preference_loss, reward_metrics
@@ -62,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_pairs(
     pairs_path: Path, ref_path: Path, tokenizer, args
-) -> tuple[list[dict], torch.Tensor]:
-    """Tokenized pairs and their reference log-probs as a (pairs, 2) tensor [chosen, rejected]."""
+) -> tuple[list[dict], torch.Tensor, list[list[int]]]:
+    """Tokenized pairs, their reference log-probs as a (pairs, 2) tensor [chosen, rejected], and
+    the pairs grouped by prompt (batch_order.prompt_groups)."""
     # The rows ref-logps dropped (the same test, the same tokenizer), so the join below matches.
     frame, _ = drop_or_refuse_eos(
         pl.read_parquet(pairs_path), tokenizer, pairs_path, PAIR_TEXT, args.on_malformed
@@ -73,7 +83,8 @@ def load_pairs(
         reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
         dtype=torch.float32,
     )
-    return tokenize_pairs(tokenizer, frame, T.limits(args)), ref
+    groups = prompt_groups(frame["prompt"].to_list())
+    return tokenize_pairs(tokenizer, frame, T.limits(args)), ref, groups
 
 
 def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
@@ -114,16 +125,16 @@ def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
 
 
 @torch.no_grad()
-def evaluate(model, reference_model, pairs, ref, pad_id, args, device) -> dict[str, float]:
-    """Held-out loss and reward metrics over the first --eval-examples pairs."""
+def evaluate(model, reference_model, pairs, ref, sample, pad_id, args, device) -> dict[str, float]:
+    """Held-out loss and reward metrics over the sampled pairs (batch_order.evaluation_sample), in
+    batches of --eval-batch-size, averaged over pairs as the reference does."""
     model.eval()
-    n = min(args.eval_examples, len(pairs))
     parts = []
-    for start in range(0, n, args.eval_batch_size):
-        end = min(start + args.eval_batch_size, n)
+    for start in range(0, len(sample), args.eval_batch_size):
+        chunk = sample[start : start + args.eval_batch_size]
         parts.append(
             pair_losses(
-                model, reference_model, pairs[start:end], ref[start:end], pad_id, args, device
+                model, reference_model, [pairs[i] for i in chunk], ref[chunk], pad_id, args, device
             )
         )
     losses, chosen, rejected, logps_chosen, logps_rejected = (
@@ -138,9 +149,10 @@ def evaluate(model, reference_model, pairs, ref, pad_id, args, device) -> dict[s
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     procs = T.processes()
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    every = evaluation_steps(args.eval_every, args.batch_size)  # checked before anything loads
     if procs.world_size > 1 and args.length_group_min_saving:
         # Sharded processes must run the same forward passes; groups differ between processes.
         print(
@@ -150,8 +162,11 @@ def main(args: argparse.Namespace) -> None:
         args.length_group_min_saving = 0
     tokenizer = T.load_tokenizer(args.model)
     pad_id = tokenizer.pad_token_id
-    train_pairs, train_ref = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
-    eval_pairs, eval_ref = load_pairs(args.eval_pairs, args.eval_ref_logps, tokenizer, args)
+    train_pairs, train_ref, groups = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
+    eval_pairs, eval_ref, eval_groups = load_pairs(
+        args.eval_pairs, args.eval_ref_logps, tokenizer, args
+    )
+    sample = evaluation_sample(eval_groups, args.eval_examples, args.eval_batch_size, args.seed)
 
     reference_model = None
     if args.reference_mode == "live":
@@ -165,6 +180,14 @@ def main(args: argparse.Namespace) -> None:
     _, optimizer, scheduler, _ = checkpoints.training_state  # the ones checkpoints save and restore
 
     total = T.total_steps(len(train_pairs), args)
+
+    def held_out() -> dict[str, float]:
+        return evaluate(
+            model, reference_model, eval_pairs, eval_ref, sample, pad_id, args, procs.device
+        )
+
+    if start_step == 0 and args.do_first_eval:
+        metrics.log(0, held_out())
     progress = tqdm(
         total=total,
         initial=start_step,
@@ -175,8 +198,8 @@ def main(args: argparse.Namespace) -> None:
     )
     step, tokens, started = start_step, 0, time.perf_counter()
     final_eval = None
-    for step, indices in T.global_batches(
-        len(train_pairs), args.batch_size, args.seed, args.n_epochs, start_step
+    for step, indices in training_batches(
+        args.shuffle, groups, args.batch_size, args.seed, args.n_epochs, start_step
     ):
         if step >= total:
             break
@@ -218,13 +241,12 @@ def main(args: argparse.Namespace) -> None:
             "lr": scheduler.get_last_lr()[0],
             "examples": (step + 1) * args.batch_size,
         }
-        if (step + 1) % args.eval_every == 0 or step + 1 == total:
-            held_out = evaluate(
-                model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device
-            )
-            logged.update(held_out)
+        # The reference evaluates every eval_every examples (before the next batch, the same
+        # weights); ours also after the last step, for the model card.
+        if evaluates_before(step + 1, every, True) or step + 1 == total:
+            logged.update(held_out_metrics := held_out())
             if step + 1 == total:  # the final weights' evaluation: not run a second time below
-                final_eval = held_out
+                final_eval = held_out_metrics
         metrics.log(step + 1, logged)
         progress.update(1)
         checkpoints.after_step(step + 1)
@@ -233,9 +255,7 @@ def main(args: argparse.Namespace) -> None:
     metrics.close()
     seconds = time.perf_counter() - started
     if final_eval is None:  # resumed at the last step, so the loop ran no step
-        final_eval = evaluate(
-            model, reference_model, eval_pairs, eval_ref, pad_id, args, procs.device
-        )
+        final_eval = held_out()
     tokens = distributed.sum_over_processes(tokens)
     weights = distributed.full_state_dict(model)
     speed = {

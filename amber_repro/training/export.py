@@ -14,6 +14,7 @@ from huggingface_hub.utils import validate_repo_id
 from amber_repro.infrastructure.provenance import (
     atomic_path,
     command_line,
+    kernel_settings,
     run_context,
     sha256_file,
     software_versions,
@@ -128,6 +129,7 @@ def write_model_dir(
                 **record,
                 "weights_sha256": weights,
                 "software": software_versions(),
+                "kernels": kernel_settings(),
                 "run": run_context(),
                 "command": command_line(),
             },

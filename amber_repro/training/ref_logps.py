@@ -21,6 +21,7 @@ from amber_repro.infrastructure.errors import NonFiniteLossError
 from amber_repro.infrastructure.provenance import (
     atomic_path,
     command_line,
+    kernel_settings,
     run_context,
     sha256_file,
     sha256_model,
@@ -179,7 +180,7 @@ def main(args: argparse.Namespace) -> None:
             f"ref-logps: {len(args.pairs)} --pairs file(s) but {len(args.out)} --out file(s); "
             "give one output per pairs file, in the same order"
         )
-    T.set_determinism(args.deterministic)
+    T.set_kernels(args.deterministic, args.tf32)
     procs = T.processes()
     # The data is checked before the model loads: a text holding EOS stops (or is dropped) first.
     tokenizer = T.load_tokenizer(args.model)
@@ -235,6 +236,7 @@ def write_split(args, inputs: dict, out: Path, result, dropped: int, counts, wor
             "pairs_dropped": {"text contains EOS": dropped},
             "pairs_per_process": counts,
             "software": software_versions(),
+            "kernels": kernel_settings(),
             "run": run_context(),
             "command": command_line(),
         },

@@ -1,8 +1,9 @@
 """The supervised training loop shared by SFT (AmberSafe) and instruction finetuning (AmberChat).
 
-The two differ in their examples, their loss and their schedule, which the caller passes in; the
-loop itself (seeded global batches, micro-batches per process, gradient accumulation, clipping,
-metrics, checkpoints after each optimizer step) is one piece of code, so a fix to it reaches both.
+The two differ in their examples, their loss, their schedule and their held-out evaluation, which
+the caller passes in; the loop itself (seeded global batches, micro-batches per process, gradient
+accumulation, clipping, metrics, evaluations, checkpoints after each optimizer step) is one piece of
+code, so a fix to it reaches both.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from amber_repro.data.tokenization import collate
 from amber_repro.infrastructure.provenance import read_json
 from amber_repro.training import distributed
 from amber_repro.training import training as T
+from amber_repro.training.batch_order import evaluates_before, evaluation_steps, training_batches
 from amber_repro.training.checkpointing import RunCheckpoints
 
 # (logits, labels) of one micro-batch -> its loss, before division by the accumulation steps.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# The model -> held-out metrics ("eval/..."), or None for a stage that does not evaluate.
+EvaluateFn = Callable[[torch.nn.Module], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class LoopResult:
     steps: int  # optimizer steps done (including those before a resume)
     tokens: int  # non-padding tokens seen by this run, all processes
     seconds: float
+    final_eval: dict[str, float] | None  # held-out metrics of the final weights
 
 
 def train(
@@ -44,14 +49,24 @@ def train(
     checkpoints: RunCheckpoints,
     metrics: T.MetricsLog,
     start_step: int,
+    groups: list[list[int]] | None = None,
+    evaluate: EvaluateFn | None = None,
 ) -> LoopResult:
     """Train `model` on `examples` ({"input_ids", "labels"}) until the last optimizer step.
 
-    The optimizer and scheduler are the ones `checkpoints` saves and restores.
+    Batches follow args.shuffle over `groups` (batch_order.training_batches; None: each example
+    shuffled on its own). With `evaluate`, held-out metrics are logged as the reference logs them:
+    before the first step (args.do_first_eval), every args.eval_every training examples, and ours
+    after the last step. The optimizer and scheduler are the ones `checkpoints` saves and restores.
     """
     _, optimizer, scheduler, procs = checkpoints.training_state
     micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     total = T.total_steps(len(examples), args)
+    shuffle = getattr(args, "shuffle", "examples") if groups is not None else "examples"
+    groups = groups if groups is not None else [[i] for i in range(len(examples))]
+    every = evaluation_steps(args.eval_every, args.batch_size) if evaluate else 0
+    if evaluate and start_step == 0 and args.do_first_eval:
+        metrics.log(0, evaluate(model))
     progress = tqdm(
         total=total,
         initial=start_step,
@@ -60,9 +75,9 @@ def train(
         mininterval=5,
         disable=not procs.is_main,
     )
-    step, tokens, started = start_step, 0, time.perf_counter()
-    for step, indices in T.global_batches(
-        len(examples), args.batch_size, args.seed, args.n_epochs, start_step
+    step, tokens, started, final_eval = start_step, 0, time.perf_counter(), None
+    for step, indices in training_batches(
+        shuffle, groups, args.batch_size, args.seed, args.n_epochs, start_step
     ):
         if step >= total:
             break
@@ -85,23 +100,26 @@ def train(
             step_loss += loss.item()
             tokens += int(batch["attention_mask"].sum())
         grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
-        logged = distributed.mean_over_processes({"loss": step_loss})
-        metrics.log(
-            step + 1,
-            {
-                **logged,
-                "grad_norm": grad_norm,
-                "lr": scheduler.get_last_lr()[0],
-                "examples": (step + 1) * args.batch_size,
-            },
-        )
+        logged = {
+            **distributed.mean_over_processes({"loss": step_loss}),
+            "grad_norm": grad_norm,
+            "lr": scheduler.get_last_lr()[0],
+            "examples": (step + 1) * args.batch_size,
+        }
+        if evaluate and (evaluates_before(step + 1, every, True) or step + 1 == total):
+            held_out = evaluate(model)
+            logged.update(held_out)
+            final_eval = held_out if step + 1 == total else None
+        metrics.log(step + 1, logged)
         progress.update(1)
         checkpoints.after_step(step + 1)
         step += 1
     progress.close()
     metrics.close()
     seconds = time.perf_counter() - started
-    return LoopResult(step, distributed.sum_over_processes(tokens), seconds)
+    if evaluate and final_eval is None:  # resumed at the last step, so the loop ran no step
+        final_eval = evaluate(model)
+    return LoopResult(step, distributed.sum_over_processes(tokens), seconds, final_eval)
 
 
 def source_of(model_dir: Path) -> str:

@@ -1,4 +1,5 @@
-"""Building blocks shared by the SFT and DPO loops (each loop stays explicit in its own module)."""
+"""Building blocks shared by the training loops (SFT and AmberChat in supervised_loop.py, DPO in
+dpo.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import resource
 import shutil
 import signal
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from amber_repro.infrastructure.errors import ConfigError, StopRequested
 from amber_repro.infrastructure.settings import Reproducibility, Tokenization, Training
 from amber_repro.infrastructure.storage import disk_full_errors
 from amber_repro.training import distributed
+from amber_repro.training.batch_order import steps_per_epoch
 
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16, "float16": torch.float16}
 
@@ -78,19 +79,25 @@ class Processes:
         return self.rank == 0
 
 
-def set_determinism(enabled: bool) -> None:
-    """Deterministic kernels and no TF32, so that a rerun on the same GPU model and software stack
-    repeats bit for bit (CPU runs already do). Call before CUDA starts: cuBLAS reads
-    CUBLAS_WORKSPACE_CONFIG when it creates its handle. No DataLoader workers to seed: batches are
-    built in the loop from the seeded order."""
-    if not enabled:
+def set_kernels(deterministic: bool, tf32: bool) -> None:
+    """The GPU kernels of a run, set before CUDA starts (cuBLAS reads CUBLAS_WORKSPACE_CONFIG when
+    it creates its handle).
+
+    TF32 matmuls and convolutions when `tf32`, as the reference turns them on at import: "float32"
+    then runs at TF32 speed on A100 and H100 GPUs. `deterministic` wins: deterministic kernels and
+    full float32, so that a rerun on the same GPU model and software stack repeats bit for bit (CPU
+    runs already do). Only CUDA's flags change, so CPU results are the same either way. No
+    DataLoader workers to seed: batches are built in the loop from the seeded order.
+    """
+    tf32 = tf32 and not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if not deterministic:
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
 
 
 def processes() -> Processes:
@@ -144,35 +151,10 @@ def global_batch_size(
     return batch_size
 
 
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return n_examples // batch_size  # the last partial batch is dropped, as in the reference
-
-
 def total_steps(n_examples: int, args: argparse.Namespace) -> int:
     """Optimizer steps of the whole run: full batches x epochs, capped by --max-steps."""
     total = steps_per_epoch(n_examples, args.batch_size) * args.n_epochs
     return total if args.max_steps is None else min(total, args.max_steps)
-
-
-def global_batches(
-    n_examples: int, batch_size: int, seed: int, n_epochs: int, start_step: int = 0
-) -> Iterator[tuple[int, list[int]]]:
-    """(optimizer step, example indices) for every full batch, shuffled each epoch from the seed.
-
-    The order depends only on (seed, epoch), so a resumed run continues with exactly the batches an
-    uninterrupted run would have seen.
-    """
-    per_epoch = steps_per_epoch(n_examples, batch_size)
-    if per_epoch == 0:
-        raise ConfigError(f"{n_examples} examples make no full batch of {batch_size}")
-    for epoch in range(start_step // per_epoch, n_epochs):
-        order = torch.randperm(
-            n_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        ).tolist()
-        for index in range(per_epoch):
-            step = epoch * per_epoch + index
-            if step >= start_step:
-                yield step, order[index * batch_size : (index + 1) * batch_size]
 
 
 def micro_batches(indices: list[int], micro_batch: int, procs: Processes) -> list[list[int]]:
