@@ -12,16 +12,15 @@ from conftest import REPO, snakemake_env
 
 from amber_repro.infrastructure.configuration import resolve
 from amber_repro.planning import costs
-from amber_repro.planning.estimates import (
+from amber_repro.planning.context import (
     PAIR_PADDING,
     SFT_PADDING,
     STARTUP_SECONDS,
     UTILISATION,
     Context,
     Row,
-    dpo,
-    sft,
 )
+from amber_repro.planning.estimates import dpo, sft
 from amber_repro.planning.plan import verdict
 from amber_repro.planning.workloads import PairData, harness_work
 

@@ -22,7 +22,8 @@ from amber_repro.infrastructure.configuration import merge, resolve
 from amber_repro.infrastructure.errors import AmberError, ConfigError
 from amber_repro.infrastructure.jobs import SIGTERM_WARNING_SECONDS, job
 from amber_repro.planning import costs
-from amber_repro.planning.estimates import JOB_ESTIMATES, Context, Row
+from amber_repro.planning.context import Context, Row
+from amber_repro.planning.estimates import JOB_ESTIMATES
 from amber_repro.planning.workloads import assumed_pairs, measured_pairs
 
 REPO = Path(__file__).resolve().parents[2]
