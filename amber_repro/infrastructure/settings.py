@@ -11,20 +11,18 @@ are constrained to the characters they can legitimately hold.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from amber_repro.infrastructure.chat_settings import AmberChatSettings
-from amber_repro.infrastructure.jobs import MULTI_NODE, SIZED, Size
+from amber_repro.infrastructure.jobs import MULTI_NODE
 
 # Re-exported (stages import them from here): the eval sections and the base types.
 from amber_repro.infrastructure.settings_eval import (  # noqa: F401
@@ -34,6 +32,7 @@ from amber_repro.infrastructure.settings_eval import (  # noqa: F401
     SafetyPrompts,
     SafetySettings,
 )
+from amber_repro.infrastructure.settings_resources import JobResources, Resources
 from amber_repro.infrastructure.settings_types import (  # noqa: F401
     NAME,
     PATH_PART,
@@ -195,34 +194,6 @@ class DPOSettings(Training):
         "Same batches and losses (to float rounding); single-process runs only",
     )
     share_prompt: bool = Field(False, description=SHARE_PROMPT)
-
-
-class JobResources(Section):
-    gpus: int = Field(ge=0, description="GPUs per node (and processes per node); 0: a CPU job")
-    nodes: int = Field(
-        1, ge=1, description=f"nodes ({', '.join(MULTI_NODE)} only: the others run on one)"
-    )
-    cpus: int = Field(ge=1, description="CPUs per node (also the local thread count)")
-    mem_mb: int = Field(ge=100, description="memory per node, MB")
-    runtime_min: int = Field(ge=1, description="time limit, minutes")
-
-
-def _sized(size: Size):
-    return Field(
-        default_factory=lambda: JobResources(**dataclasses.asdict(size)),
-        description=f"{size.gpus} GPU(s), {size.cpus} CPUs, {size.mem_mb} MB, "
-        f"{size.runtime_min} min",
-    )
-
-
-# What each sized rule asks the scheduler for, one field per rule of amber_repro/infrastructure/
-# jobs.py that has a size; the defaults are the 7B recipe's, on 8-GPU nodes.
-Resources = create_model(
-    "Resources",
-    __base__=Section,
-    __doc__="What each job asks the scheduler for; sized for the 6.7B model on 8-GPU nodes.",
-    **{rule: (JobResources, _sized(size)) for rule, size in SIZED.items()},
-)
 
 
 class Reproducibility(Section):
