@@ -12,197 +12,198 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
-from amber_repro.infrastructure.configuration import check_settings
-from amber_repro.infrastructure.errors import AmberError
+from amber_repro.config.cli import check_settings
+from amber_repro.errors import AmberError
 
-# stage name -> (module, argument builder, entry point, one-line help)
+
+class Stage(NamedTuple):
+    module: str  # under amber_repro.
+    add_arguments: str  # module function that declares the stage's flags on its parser
+    main: str  # module function that runs it with the parsed flags
+    help: str
+
+
+# The index of the code: each stage of `python -m amber_repro <stage>`, the module that implements
+# it, the functions that declare its flags and run it, and its one-line help.
 STAGES = {
-    "download-data": (
-        "amber_repro.data.download",
+    # data: fetched or generated, filtered, split
+    "download-data": Stage(
+        "data.download",
         "add_data_arguments",
         "main_data",
         "fetch PKU-SafeRLHF at a pinned revision",
     ),
-    "download-model": (
-        "amber_repro.data.download",
-        "add_model_arguments",
-        "main_model",
-        "fetch a base model at a pinned revision",
+    "synthesize": Stage(
+        "data.synthetic", "add_arguments", "main", "generate the embedded synthetic dataset"
     ),
-    "synthesize": (
-        "amber_repro.data.synthetic",
-        "add_arguments",
-        "main",
-        "generate the embedded synthetic dataset",
+    "filter": Stage(
+        "data.filtering", "add_arguments", "main", "raw rows -> preference pairs and SFT targets"
     ),
-    "filter": (
-        "amber_repro.data.filtering",
-        "add_arguments",
-        "main",
-        "raw rows -> preference pairs and SFT targets",
-    ),
-    "base-model": (
-        "amber_repro.training.base_model",
-        "add_arguments",
-        "main",
-        "build the embedded tiny LLaMA and its tokenizer",
-    ),
-    "chat-download": (
-        "amber_repro.data.chat_download",
-        "add_arguments",
-        "main",
-        "fetch one AmberChat source file at a pinned revision, sha256 checked",
-    ),
-    "chat-synthesize": (
-        "amber_repro.data.chat_synthetic",
-        "add_arguments",
-        "main",
-        "generate the embedded synthetic conversations (both source schemas)",
-    ),
-    "chat-data": (
-        "amber_repro.data.chat_data",
-        "add_arguments",
-        "main",
-        "mix, shuffle (seeded) and split the AmberChat conversations",
-    ),
-    "chat-base": (
-        "amber_repro.training.chat_tokenizer",
-        "add_arguments",
-        "main",
-        "build the embedded tiny Amber with a LLaMA-style SentencePiece tokenizer",
-    ),
-    "sft": (
-        "amber_repro.training.sft",
-        "add_arguments",
-        "main",
-        "supervised finetuning on the SFT targets",
-    ),
-    "ref-logps": (
-        "amber_repro.training.ref_logps",
-        "add_arguments",
-        "main",
-        "the frozen SFT model's log-probs of every pair",
-    ),
-    "dpo": (
-        "amber_repro.training.dpo",
-        "add_arguments",
-        "main",
-        "DPO (and IPO, conservative, reference-free) training",
-    ),
-    "eval": (
-        "amber_repro.evaluation.evaluation",
-        "add_arguments",
-        "main",
-        "lm-eval + safety task + DPO rewards of saved models -> one evaluation part",
-    ),
-    "plan": (
-        "amber_repro.planning.plan",
-        "add_arguments",
-        "main",
-        "each job's FLOPs, memory, GPU-hours and time against its limits, before submitting",
-    ),
-    "eval-summary": (
-        "amber_repro.evaluation.eval_summary",
-        "add_arguments",
-        "main",
-        "the per-model evaluation parts and the safety verdicts -> eval.json",
-    ),
-    "eval-datasets": (
-        "amber_repro.evaluation.eval_datasets",
-        "add_arguments",
-        "main",
-        "fill the datasets cache for lm-eval tasks",
-    ),
-    "generate": (
-        "amber_repro.evaluation.generations",
-        "add_arguments",
-        "main",
-        "greedy generations for held-out prompts",
-    ),
-    "download-safety-prompts": (
-        "amber_repro.data.safety_download",
+    "download-safety-prompts": Stage(
+        "data.safety_download",
         "add_prompts_arguments",
         "main_prompts",
         "fetch the harmful prompts of the safety evaluation at a pinned revision",
     ),
-    "download-judge": (
-        "amber_repro.data.safety_download",
+    "chat-download": Stage(
+        "data.chat_download",
+        "add_arguments",
+        "main",
+        "fetch one AmberChat source file at a pinned revision, sha256 checked",
+    ),
+    "chat-synthesize": Stage(
+        "data.chat_synthetic",
+        "add_arguments",
+        "main",
+        "generate the embedded synthetic conversations (both source schemas)",
+    ),
+    "chat-data": Stage(
+        "data.chat_data",
+        "add_arguments",
+        "main",
+        "mix, shuffle (seeded) and split the AmberChat conversations",
+    ),
+    # models: fetched or built
+    "download-model": Stage(
+        "models.hub", "add_model_arguments", "main_model", "fetch a base model at a pinned revision"
+    ),
+    "download-judge": Stage(
+        "models.hub",
         "add_judge_arguments",
         "main_judge",
         "fetch the safety judge model at a pinned revision (weights as safetensors)",
     ),
-    "safety-answers": (
-        "amber_repro.evaluation.safety_answers",
+    "base-model": Stage(
+        "models.tiny_llama",
         "add_arguments",
         "main",
-        "greedy answers of each model to harmful prompts",
+        "build the embedded tiny LLaMA and its tokenizer",
     ),
-    "safety-judge": (
-        "amber_repro.evaluation.safety_eval",
+    "chat-base": Stage(
+        "models.tiny_amber",
         "add_arguments",
         "main",
-        "judge the answers safe or unsafe: harmless_rate with a confidence interval",
+        "build the embedded tiny Amber with a LLaMA-style SentencePiece tokenizer",
     ),
-    "chat-sft": (
-        "amber_repro.training.chat_sft",
+    # training
+    "sft": Stage(
+        "training.sft", "add_arguments", "main", "supervised finetuning on the SFT targets"
+    ),
+    "ref-logps": Stage(
+        "training.ref_logps",
+        "add_arguments",
+        "main",
+        "the frozen SFT model's log-probs of every pair",
+    ),
+    "dpo": Stage(
+        "training.dpo",
+        "add_arguments",
+        "main",
+        "DPO (and IPO, conservative, reference-free) training",
+    ),
+    "chat-sft": Stage(
+        "training.chat_sft",
         "add_arguments",
         "main",
         "instruction finetuning Amber -> AmberChat (FastChat's recipe)",
     ),
-    "chat-eval": (
-        "amber_repro.evaluation.chat_eval",
+    # evaluation
+    "eval-datasets": Stage(
+        "evaluation.eval_datasets",
+        "add_arguments",
+        "main",
+        "fill the datasets cache for lm-eval tasks",
+    ),
+    "eval": Stage(
+        "evaluation.eval_stage",
+        "add_arguments",
+        "main",
+        "lm-eval + safety task + DPO rewards of saved models -> one evaluation part",
+    ),
+    "eval-summary": Stage(
+        "evaluation.eval_summary",
+        "add_arguments",
+        "main",
+        "the per-model evaluation parts and the safety verdicts -> eval.json",
+    ),
+    "generate": Stage(
+        "evaluation.generations", "add_arguments", "main", "greedy generations for held-out prompts"
+    ),
+    "safety-answers": Stage(
+        "evaluation.safety_answers",
+        "add_arguments",
+        "main",
+        "greedy answers of each model to harmful prompts",
+    ),
+    "safety-judge": Stage(
+        "evaluation.safety_stage",
+        "add_arguments",
+        "main",
+        "judge the answers safe or unsafe: harmless_rate with a confidence interval",
+    ),
+    "chat-eval": Stage(
+        "evaluation.chat_eval",
         "add_arguments",
         "main",
         "lm-eval, held-out loss and generations of Amber and AmberChat -> eval.json",
     ),
-    "plots": (
-        "amber_repro.evaluation.plots",
+    "plots": Stage(
+        "evaluation.plots",
         "add_arguments",
         "main",
         "training curves and the eval table for the report",
     ),
-    "sweep": (
-        "amber_repro.evaluation.sweep",
+    "sweep": Stage(
+        "evaluation.sweep",
         "add_arguments",
         "main",
         "compare named experiments: sweep.json and a plot",
     ),
-    "crate": (
-        "amber_repro.infrastructure.crate",
+    # planning, provenance and settings
+    "plan": Stage(
+        "planning.plan",
+        "add_arguments",
+        "main",
+        "each job's FLOPs, memory, GPU-hours and time against its limits, before submitting",
+    ),
+    "crate": Stage(
+        "provenance.crate",
         "add_arguments",
         "main",
         "the run's Workflow Run RO-Crate: results/ro-crate-metadata.json",
     ),
-    "archive": (
-        "amber_repro.infrastructure.archive",
+    "archive": Stage(
+        "provenance.archive",
         "add_arguments",
         "main",
         "one bundle of a finished run: code, config, lock, raw data, crate",
     ),
-    "reproduce": (
-        "amber_repro.infrastructure.replay",
+    "reproduce": Stage(
+        "provenance.replay",
         "add_arguments",
         "main",
         "rerun a bundle offline in a new folder and verify every result",
     ),
-    "settings": (
-        "amber_repro.infrastructure.configuration",
-        "add_arguments",
-        "main",
-        "resolved settings, schema, docs",
+    "settings": Stage(
+        "config.settings", "add_arguments", "main", "resolved settings, schema, docs"
     ),
 }
+
+
+def stage_module(spec: Stage):
+    return importlib.import_module(f"amber_repro.{spec.module}")
 
 
 def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     """The CLI; only the named stage's module is imported (so `filter` never loads torch)."""
     parser = argparse.ArgumentParser(prog="python -m amber_repro", description=__doc__)
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name, (module_name, add_arguments, _, help_text) in STAGES.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+    for name, spec in STAGES.items():
+        sub = subparsers.add_parser(name, help=spec.help, description=spec.help)
         if name == stage:
-            getattr(importlib.import_module(module_name), add_arguments)(sub)
+            getattr(stage_module(spec), spec.add_arguments)(sub)
     return parser
 
 
@@ -212,12 +213,12 @@ def main(argv: list[str] | None = None, on_imported: Callable[[], None] | None =
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser(next((a for a in argv if a in STAGES), None)).parse_args(argv)
-        module_name, _, entry, _ = STAGES[args.stage]
-        module = importlib.import_module(module_name)
+        spec = STAGES[args.stage]
+        module = stage_module(spec)
         if on_imported is not None:
             on_imported()
         check_settings(args)
-        getattr(module, entry)(args)
+        getattr(module, spec.main)(args)
     except AmberError as error:
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)

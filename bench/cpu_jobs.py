@@ -1,6 +1,6 @@
 """Peak memory and time of the CPU jobs at the recipe's full sizes, on generated data of the same
 size and shape (docs/measurements.md, "The CPU jobs at full size"); their `resources` entries
-(amber_repro/infrastructure/jobs.py) are set from these figures with a margin.
+(amber_repro/config/jobs.py) are set from these figures with a margin.
 
     python bench/cpu_jobs.py --scratch /tmp/cpu-jobs [--jobs filter_pairs,chat_data]
 

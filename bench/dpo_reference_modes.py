@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.infrastructure.configuration import resolve, settings_flags
-from amber_repro.infrastructure.settings import Config
+from amber_repro.config.cli import settings_flags
+from amber_repro.config.load import resolve
+from amber_repro.config.schema import Config
 
 REPO = Path(__file__).resolve().parents[1]
 

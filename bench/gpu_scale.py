@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amber_repro.evaluation.safety_task import safety_task
 from amber_repro.planning import costs
 from amber_repro.training import distributed
-from amber_repro.training import training as T
 from amber_repro.training.logprobs import batch_logps, sequence_logps, sft_loss
 from amber_repro.training.losses import preference_loss
+from amber_repro.training.runtime import autocast, set_kernels
+from amber_repro.training.schedule import optimizer_step, recipe_optimizer
 
 SEQUENCE = 512
 PROMPT = 64  # prompt tokens (masked) of each sequence
@@ -108,13 +109,13 @@ def timed_steps(step, warmup: int, steps: int, device) -> float:
 
 def training_mode(mode: str, shape, device, args) -> dict:
     """SFT and DPO optimizer steps in one precision mode."""
-    T.set_kernels(deterministic=False, tf32=mode.startswith("tf32"))
+    set_kernels(deterministic=False, tf32=mode.startswith("tf32"))
     precision = "bf16" if mode == "bf16" else "float32"
     run = argparse.Namespace(precision=precision, lr=1e-6, warmup_steps=0)
     model = build_model(shape, device)
     if mode != "tf32-plain":  # the plain module: what FSDP on one GPU costs
         model = distributed.fully_shard_model(model, precision)
-    optimizer, scheduler = T.recipe_optimizer(model, run)
+    optimizer, scheduler = recipe_optimizer(model, run)
     generator = torch.Generator().manual_seed(1)
     results = {}
     for stage, micro, accumulation in (("sft", 4, 2), ("dpo", 1, 4)):
@@ -126,7 +127,7 @@ def training_mode(mode: str, shape, device, args) -> dict:
             model.train()
             for index in range(accumulation):
                 distributed.gradient_sync(model, index == accumulation - 1)
-                with T.autocast(run, device):
+                with autocast(run, device):
                     if stage == "sft":
                         ids, mask, labels = tensors(
                             data[index * micro : (index + 1) * micro], device
@@ -140,7 +141,7 @@ def training_mode(mode: str, shape, device, args) -> dict:
                         losses, _, _ = preference_loss(logps[:1], logps[1:], zero, zero, beta=0.1)
                         loss = losses.mean()
                 (loss / accumulation).backward()
-            T.optimizer_step(model, optimizer, scheduler, 10.0)
+            optimizer_step(model, optimizer, scheduler, 10.0)
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -169,7 +170,7 @@ def report(seconds: float, tokens: int, flops: float, precision: str, device) ->
 def chat_step(shape, device, args) -> dict:
     """AmberChat's optimizer step as chat-sft runs it: micro-batches of 2 x 2048 tokens (16 per step
     on each of 8 GPUs; here 2), bf16 with gradient checkpointing, AdamW, the token-mean loss."""
-    T.set_kernels(deterministic=False, tf32=True)
+    set_kernels(deterministic=False, tf32=True)
     run = argparse.Namespace(precision="bf16")
     model = build_model(shape, device)
     model.gradient_checkpointing_enable()
@@ -185,12 +186,12 @@ def chat_step(shape, device, args) -> dict:
         for index in range(2):
             distributed.gradient_sync(model, index == 1)
             batch = ids[2 * index : 2 * index + 2]
-            with T.autocast(run, device):
+            with autocast(run, device):
                 logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
             # chat_sft.token_mean_loss (that module needs polars): every token trained here.
             loss = -sequence_logps(logits, batch).sum() / (batch.shape[0] * (length - 1))
             (loss / 2).backward()
-        T.optimizer_step(model, optimizer, scheduler, 1.0)
+        optimizer_step(model, optimizer, scheduler, 1.0)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -203,7 +204,7 @@ def chat_step(shape, device, args) -> dict:
 @torch.inference_mode()
 def reference_pass(shape, device, args) -> dict:
     """Forward only in float16, 64 sequences a batch (the recipe's 32 pairs x 2 x 512 tokens)."""
-    T.set_kernels(deterministic=False, tf32=True)
+    set_kernels(deterministic=False, tf32=True)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = build_model(shape, device, dtype).eval()
     data = sequences(64 if not args.tiny else 8, shape.vocab, torch.Generator().manual_seed(2))

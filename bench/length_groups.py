@@ -25,9 +25,9 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from amber_repro.data.tokenization import Limits
+from amber_repro.training.batch_order import example_batches as global_batches
 from amber_repro.training.logprobs import batch_logps, length_groups
 from amber_repro.training.pairs import tokenize_pairs
-from amber_repro.training.training import global_batches
 
 MODELS = {
     "tiny": {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3,

@@ -152,10 +152,10 @@ def describe_work(name: str, model: Path, steps: int, pipeline: Path) -> Work:
     import polars as pl
     import yaml
 
+    from amber_repro.config.load import resolve
     from amber_repro.data.tokenization import Limits
-    from amber_repro.infrastructure.configuration import resolve
-    from amber_repro.training import training as T
     from amber_repro.training.pairs import tokenize_pairs
+    from amber_repro.training.runtime import load_tokenizer
 
     config = resolve(
         yaml.safe_load((pipeline / "config/config.yaml").read_text()) or {},
@@ -177,7 +177,7 @@ def describe_work(name: str, model: Path, steps: int, pipeline: Path) -> Work:
         eval_batch_size=config.dpo.eval_batch_size,
         seed=config.dpo.seed,
     )
-    tokenizer = T.load_tokenizer(model)
+    tokenizer = load_tokenizer(model)
     limits = Limits(work.max_length, work.max_prompt_length)
     for split in ("train", "test"):
         frame = pl.read_parquet(pipeline / DATA / f"pairs-{split}.parquet")

@@ -48,7 +48,7 @@ def run_child(command: list[str], cwd: Path, env: dict, log: Path) -> dict:
 def flags(settings, only=None) -> list[str]:
     import shlex
 
-    from amber_repro.infrastructure.configuration import settings_flags
+    from amber_repro.config.cli import settings_flags
 
     return shlex.split(settings_flags(settings, only))
 
@@ -57,7 +57,7 @@ def our_flags(work: Work, pipeline: Path) -> tuple[list[str], list[str]]:
     """ref-logps and dpo flags as the workflow derives them, with the bench's batch and steps."""
     import yaml
 
-    from amber_repro.infrastructure.configuration import resolve
+    from amber_repro.config.load import resolve
 
     config = resolve(
         yaml.safe_load((pipeline / "config/config.yaml").read_text()) or {},

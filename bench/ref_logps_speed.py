@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.infrastructure.configuration import resolve
+from amber_repro.config.load import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("old", "new")
@@ -121,11 +121,11 @@ def child(args: argparse.Namespace) -> None:
 
     from amber_repro.data.tokenization import Limits
     from amber_repro.training import ref_logps
-    from amber_repro.training import training as T
     from amber_repro.training.pairs import tokenize_pairs
+    from amber_repro.training.runtime import PRECISIONS, Processes, load_model, load_tokenizer
 
-    model = T.load_model(args.model, T.PRECISIONS[args.precision], torch.device("cpu")).eval()
-    tokenizer = T.load_tokenizer(args.model)
+    model = load_model(args.model, PRECISIONS[args.precision], torch.device("cpu")).eval()
+    tokenizer = load_tokenizer(args.model)
     pairs = pl.read_parquet(args.pairs)
     limits = Limits(args.max_length, args.max_prompt_length)
     max_tokens = 2 * args.batch_size * args.max_length  # the default of reference.max_tokens
@@ -136,7 +136,7 @@ def child(args: argparse.Namespace) -> None:
         )
         chosen, rejected = zip(*rows, strict=True)
     else:
-        procs = T.Processes(0, 1, torch.device("cpu"))
+        procs = Processes(0, 1, torch.device("cpu"))
         frame, _ = ref_logps.compute(model, tokenizer, pairs, limits, max_tokens, procs)
         chosen, rejected = frame["reference_chosen_logps"], frame["reference_rejected_logps"]
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started

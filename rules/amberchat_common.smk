@@ -26,7 +26,7 @@ def amberchat_eval_inputs(wildcards):
         "amber": CHAT_AMBER_DIR,
         "amberchat": CHAT_MODEL,
         "conversations": f"{CHAT_DATA_DIR}/conversations-test.parquet",
-        "code": stage_code("evaluation.chat_eval"),
+        "code": stage_code("chat-eval"),
         "image": image_input(),
     }
     if config["amberchat"]["eval"]["harness_tasks"]:

@@ -26,7 +26,7 @@ else:
 
     rule synthesize_chat_data:
         input:
-            code=stage_code("data.chat_synthetic"),
+            code=stage_code("chat-synthesize"),
         output:
             **chat_raw_files(),
         log:
@@ -46,7 +46,7 @@ rule chat_data:
     input:
         **chat_raw_files(),
         tokenizer=CHAT_AMBER_DIR,
-        code=stage_code("data.chat_data"),
+        code=stage_code("chat-data"),
     output:
         train=f"{CHAT_DATA_DIR}/conversations-train.parquet",
         test=f"{CHAT_DATA_DIR}/conversations-test.parquet",

@@ -1,6 +1,6 @@
 # AmberChat: Amber (LLM360/Amber at a pinned revision, or the embedded tiny one) finetuned on the
 # conversations of rules/amberchat_data.smk with FastChat's recipe, then evaluated.
-from amber_repro.training.chat_tokenizer import MODEL_SIZES as TINY_MODEL_SIZES
+from amber_repro.models.tiny_amber import MODEL_SIZES as TINY_MODEL_SIZES
 
 if config["amberchat"]["amber"]["source"] == "hub":
 
@@ -27,7 +27,7 @@ else:
         # conversations, not on the split ones: the split counts this tokenizer's tokens.
         input:
             texts=[chat_raw(source)[source] for source in CHAT_SOURCES],
-            code=stage_code("training.chat_tokenizer"),
+            code=stage_code("chat-base"),
         output:
             directory(CHAT_AMBER_DIR),
         log:
@@ -48,7 +48,7 @@ rule amberchat:
     input:
         data=f"{CHAT_DATA_DIR}/conversations-train.parquet",
         model=CHAT_AMBER_DIR,
-        code=stage_code("training.chat_sft"),
+        code=stage_code("chat-sft"),
         image=image_input(),
     output:
         directory(CHAT_MODEL),
@@ -80,7 +80,7 @@ if config["amberchat"]["eval"]["harness_tasks"]:
 
     rule prepare_amberchat_eval_datasets:
         input:
-            code=stage_code("evaluation.eval_datasets"),
+            code=stage_code("eval-datasets"),
         output:
             f"{CHAT_DIR}/eval_datasets.json",
         log:

@@ -10,12 +10,15 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import expand
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from amber_repro.infrastructure.codedeps import stage_files
-from amber_repro.infrastructure.configuration import resolve, settings_flags
-from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.__main__ import STAGES
+from amber_repro.provenance.codedeps import stage_files
+from amber_repro.config.load import resolve
+from amber_repro.config.cli import settings_flags
+from amber_repro.errors import ConfigError
 from amber_repro.training.launch import launch_prefix
-from amber_repro.infrastructure.provenance import run_context_env, sha256_file
-from amber_repro.infrastructure.jobs import SIGTERM_WARNING_SECONDS, job, rules
+from amber_repro.provenance.run_context import run_context_env
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.config.jobs import SIGTERM_WARNING_SECONDS, job, rules
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
 
@@ -94,10 +97,11 @@ def relative(paths):
     return [os.path.relpath(path) for path in paths]
 
 
-def stage_code(*modules):
-    """The package files a stage runs (found from its imports), as inputs: editing one reruns that
-    stage and what depends on it, nothing else."""
-    return relative(stage_files(PACKAGE_DIR, *(f"amber_repro.{m}" for m in modules)))
+def stage_code(stage):
+    """The package files a stage (`python -m amber_repro <stage>`) runs, found from the imports of
+    its module in STAGES, as inputs: editing one reruns that stage and what depends on it, nothing
+    else."""
+    return relative(stage_files(PACKAGE_DIR, f"amber_repro.{STAGES[stage].module}"))
 
 
 def folder_of(output_name):
@@ -135,7 +139,7 @@ def eval_inputs(wildcards):
     inputs = {
         "model": MODEL_DIRS[wildcards.model],
         "pairs": f"{DATA_DIR}/pairs-test.parquet",
-        "code": stage_code("evaluation.evaluation"),
+        "code": stage_code("eval"),
         "image": image_input(),
     }
     if wildcards.model == "dpo":
@@ -215,7 +219,7 @@ def final_targets():
 
 
 # What kind of job each rule is (GPU or CPU, submit host or cluster, nodes, resumable, its
-# resources) comes from one table, amber_repro/infrastructure/jobs.py; the helpers below turn an
+# resources) comes from one table, amber_repro/config/jobs.py; the helpers below turn an
 # entry into the rule's directives.
 
 

@@ -26,7 +26,7 @@ else:
 
     rule synthesize_data:
         input:
-            code=stage_code("data.synthetic"),
+            code=stage_code("synthesize"),
         output:
             raw=raw_files(),
             source=f"{RAW_DIR}/source.json",
@@ -45,7 +45,7 @@ rule filter_pairs:
     input:
         raw=raw_files(),
         source=f"{RAW_DIR}/source.json",
-        code=stage_code("data.filtering"),
+        code=stage_code("filter"),
     output:
         pairs=expand(f"{DATA_DIR}/pairs-{{split}}.parquet", split=SPLITS),
         sft=expand(f"{DATA_DIR}/sft-{{split}}.parquet", split=SPLITS),

@@ -8,7 +8,7 @@ rule dpo:
         ref_logps=f"{REF_LOGPS_DIR}/train.parquet",
         eval_pairs=f"{DATA_DIR}/pairs-test.parquet",
         eval_ref_logps=f"{REF_LOGPS_DIR}/test.parquet",
-        code=stage_code("training.dpo"),
+        code=stage_code("dpo"),
         image=image_input(),
     output:
         directory(DPO_MODEL),

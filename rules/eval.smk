@@ -55,7 +55,7 @@ rule eval_summary:
     input:
         parts=eval_parts(),
         safety=SAFETY_VERDICTS,
-        code=stage_code("evaluation.eval_summary"),
+        code=stage_code("eval-summary"),
     output:
         f"{EVAL_DIR}/eval.json",
     log:
@@ -77,7 +77,7 @@ rule generate:
         sft=SFT_MODEL,
         dpo=DPO_MODEL,
         pairs=f"{DATA_DIR}/pairs-test.parquet",
-        code=stage_code("evaluation.generations"),
+        code=stage_code("generate"),
         image=image_input(),
     output:
         f"{EVAL_DIR}/generations.md",
@@ -105,7 +105,7 @@ rule report_figures:
         sft=SFT_MODEL,
         dpo=DPO_MODEL,
         eval_json=f"{EVAL_DIR}/eval.json",
-        code=stage_code("evaluation.plots"),
+        code=stage_code("plots"),
     output:
         sft=report(
             f"{EVAL_DIR}/report/sft_curves.png",

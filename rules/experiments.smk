@@ -42,7 +42,7 @@ use rule evaluate as evaluate_experiment with:
 use rule eval_summary as eval_summary_experiment with:
     input:
         parts=[eval_part("dpo", f"{EXPERIMENTS_DIR}/{{experiment}}")],
-        code=stage_code("evaluation.eval_summary"),
+        code=stage_code("eval-summary"),
     output:
         f"{EXPERIMENTS_DIR}/{{experiment}}/eval.json",
     log:
@@ -59,7 +59,7 @@ use rule generate as generate_experiment with:
         sft=SFT_MODEL,
         dpo=experiment_dpo_model,
         pairs=f"{DATA_DIR}/pairs-test.parquet",
-        code=stage_code("evaluation.generations"),
+        code=stage_code("generate"),
         image=image_input(),
     output:
         f"{EXPERIMENTS_DIR}/{{experiment}}/generations.md",

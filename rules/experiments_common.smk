@@ -1,8 +1,8 @@
-# Helpers of the named experiments (rules/experiments.smk, amber_repro/infrastructure/experiments.py):
+# Helpers of the named experiments (rules/experiments.smk, amber_repro/config/experiments.py):
 # DPO variants that share the data, the SFT checkpoint and the reference log-probs.
 import re
 
-from amber_repro.infrastructure.experiments import (
+from amber_repro.config.experiments import (
     DEFAULT,
     experiment_names,
     experiment_settings,
@@ -87,7 +87,7 @@ def sweep_inputs(wildcards):
     return {
         "evals": [experiment_outputs(name)["eval"] for name in names],
         "models": [experiment_outputs(name)["dpo"] for name in names],
-        "code": stage_code("evaluation.sweep"),
+        "code": stage_code("sweep"),
     }
 
 

@@ -26,7 +26,7 @@ elif config["base_model"]["source"] == "tiny":
         input:
             pairs=f"{DATA_DIR}/pairs-train.parquet",
             sft=f"{DATA_DIR}/sft-train.parquet",
-            code=stage_code("training.base_model"),
+            code=stage_code("base-model"),
         output:
             directory(BASE_MODEL),
         log:

@@ -3,7 +3,7 @@ import itertools
 
 from snakemake.iocontainers import Wildcards
 
-from amber_repro.infrastructure.provenance import dag_order
+from amber_repro.provenance.crate import dag_order
 
 NOT_JOBS = rules(part="workflow")  # targets and bookkeeping
 CRATE = "results/ro-crate-metadata.json"

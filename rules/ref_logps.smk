@@ -7,7 +7,7 @@ rule ref_logps:
         model=SFT_MODEL,
         train=f"{DATA_DIR}/pairs-train.parquet",
         test=f"{DATA_DIR}/pairs-test.parquet",
-        code=stage_code("training.ref_logps"),
+        code=stage_code("ref-logps"),
         image=image_input(),
     output:
         train=f"{REF_LOGPS_DIR}/train.parquet",

@@ -13,7 +13,7 @@ def safety_answer_inputs(wildcards):
     return {
         **eval_models(),
         "prompts": safety_prompts(),
-        "code": stage_code("evaluation.safety_answers"),
+        "code": stage_code("safety-answers"),
         "image": image_input(),
     }
 
@@ -30,7 +30,7 @@ def safety_judge_inputs(wildcards):
     return {
         "answers": SAFETY_ANSWERS,
         **safety_judge_data(),
-        "code": stage_code("evaluation.safety_eval"),
+        "code": stage_code("safety-judge"),
         "image": image_input(),
     }
 

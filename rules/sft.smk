@@ -6,7 +6,7 @@ rule sft:
         data=f"{DATA_DIR}/sft-train.parquet",
         eval_data=f"{DATA_DIR}/sft-test.parquet",
         model=BASE_MODEL,
-        code=stage_code("training.sft"),
+        code=stage_code("sft"),
         image=image_input(),
     output:
         directory(SFT_MODEL),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from amber_repro.training.chat_tokenizer import template_texts, train_llama_sentencepiece
+from amber_repro.models.tiny_amber import template_texts, train_llama_sentencepiece
 
 WORDS = [
     "the",

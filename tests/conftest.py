@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amber_repro.infrastructure.configuration import resolve
+from amber_repro.config.load import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -192,7 +192,7 @@ def test_tolerance_mode_compares_weights_per_tensor_and_eval_metrics(pipeline, t
     pickle) and each eval metric; text that differs is named."""
     from safetensors.torch import load_file, save_file
 
-    from amber_repro.infrastructure.verify import Row, compare_tolerant
+    from amber_repro.provenance.verify import Row, compare_tolerant
 
     weights = pipeline.path / "results" / "ambersafe" / "dpo" / "model.safetensors"
     tensors = load_file(str(weights))

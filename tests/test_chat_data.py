@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amber_repro.__main__ import main as cli
+from amber_repro.config.chat_sections import ChatDataSettings
 from amber_repro.data.chat_data import build_conversations
 from amber_repro.data.chat_download import check_sha256
 from amber_repro.data.chat_sources import raw_texts, read_source
@@ -29,8 +30,7 @@ from amber_repro.data.chat_split import (
 )
 from amber_repro.data.chat_synthetic import KINDS, generate_source, synthesize
 from amber_repro.data.chat_template import message_token_length
-from amber_repro.infrastructure.chat_settings import ChatDataSettings
-from amber_repro.infrastructure.errors import DataError
+from amber_repro.errors import DataError
 
 
 class WordTokenizer:
@@ -321,7 +321,7 @@ def test_recipe_default_holds_nothing_out(raw, tmp_path):
 
 def test_cli_splits_with_a_sentencepiece_tokenizer(raw, tmp_path):
     """The stage as the rule runs it, with a LLaMA SentencePiece tokenizer trained here."""
-    from amber_repro.training.chat_tokenizer import load_tokenizer, train_llama_sentencepiece
+    from amber_repro.models.tiny_amber import load_tokenizer, train_llama_sentencepiece
 
     folder = train_llama_sentencepiece(
         raw_texts([p for p, _ in raw.values()]), tmp_path / "tok", 400
@@ -381,7 +381,7 @@ def _source(raw, name):
 
 
 def test_changing_one_key_of_a_source_keeps_its_other_defaults():
-    from amber_repro.infrastructure.settings import Config
+    from amber_repro.config.schema import Config
 
     pin = "a" * 64
     data = Config.model_validate(

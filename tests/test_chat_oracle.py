@@ -15,7 +15,7 @@ import pytest
 from chat_fixtures import MISMATCHED, MULTI_TURN, SINGLE_TURN, train_tokenizer
 
 from amber_repro.data.chat_template import IGNORE_TOKEN_ID, preprocess
-from amber_repro.training.chat_tokenizer import load_tokenizer
+from amber_repro.models.tiny_amber import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTCHAT_PYTHON = ROOT / ".venv-fastchat" / "bin" / "python"

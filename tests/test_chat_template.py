@@ -14,7 +14,7 @@ from amber_repro.data.chat_template import (
     preprocess,
     render_prompt,
 )
-from amber_repro.training.chat_tokenizer import load_tokenizer
+from amber_repro.models.tiny_amber import load_tokenizer
 
 
 @pytest.fixture(scope="module")

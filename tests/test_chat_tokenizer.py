@@ -11,9 +11,9 @@ from sentencepiece import sentencepiece_model_pb2
 
 from amber_repro.__main__ import main as cli
 from amber_repro.data.chat_synthetic import synthesize
-from amber_repro.infrastructure.errors import AmberError
-from amber_repro.training.base_model import train_tokenizer as train_byte_level_tokenizer
-from amber_repro.training.chat_tokenizer import load_tokenizer, train_sentencepiece_model
+from amber_repro.errors import AmberError
+from amber_repro.models.tiny_amber import load_tokenizer, train_sentencepiece_model
+from amber_repro.models.tiny_llama import train_tokenizer as train_byte_level_tokenizer
 
 # Unseen characters (byte fallback), digits (split one by one), runs of spaces, a tab, a newline.
 PROBES = ["日本語 ✓ 2024-12-31", "two  spaces\tand a tab\nline   end ", "café 3.14 naïve"]

@@ -27,10 +27,11 @@ from test_resume import (
     start_and_signal_after_first_checkpoint,
 )
 
-from amber_repro.infrastructure.errors import NonFiniteLossError
+from amber_repro.errors import NonFiniteLossError
 from amber_repro.training.checkpoint_trust import Rejected, load_key, verify_folder
 from amber_repro.training.checkpointing import save_checkpoint
-from amber_repro.training.training import Processes, build_optimizer, build_scheduler
+from amber_repro.training.runtime import Processes
+from amber_repro.training.schedule import build_optimizer, build_scheduler
 
 
 def manifest(folder: Path) -> dict:

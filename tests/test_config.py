@@ -11,8 +11,9 @@ import yaml
 from conftest import REPO, scheduled_jobs
 from pydantic import BaseModel
 
-from amber_repro.infrastructure.configuration import config_errors, merge
-from amber_repro.infrastructure.settings import Config
+from amber_repro.config.load import config_errors
+from amber_repro.config.schema import Config
+from amber_repro.config.types import merge
 
 PRESETS = REPO / "config" / "presets"
 # The torchrun rules, spelled out (not imported) so that a changed list in the code fails here.
@@ -57,7 +58,7 @@ def test_an_unknown_preset_is_named_with_the_allowed_ones():
 
 def test_strings_from_the_command_line_are_converted_by_type():
     """Snakemake passes `--config 'dpo={beta: 0.2, reference_free: true}'` values as strings."""
-    from amber_repro.infrastructure.configuration import resolve
+    from amber_repro.config.load import resolve
 
     settings = resolve(
         {

@@ -20,9 +20,9 @@ import yaml
 from conftest import REPO, Workdir, fake_apptainer, scheduled_jobs
 from fake_apptainer import binds, parse_command
 
-from amber_repro.infrastructure.configuration import config_errors, resolve
-from amber_repro.infrastructure.jobs import JOBS
-from amber_repro.infrastructure.provenance import sha256_file as sha256
+from amber_repro.config.jobs import JOBS
+from amber_repro.config.load import config_errors, resolve
+from amber_repro.provenance.hashing import sha256_file as sha256
 
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"

@@ -22,8 +22,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 from conftest import REPO, snakemake_env
 
-from amber_repro.infrastructure import crate as crate_stage
-from amber_repro.infrastructure.errors import AmberError
+from amber_repro.errors import AmberError
+from amber_repro.provenance import crate as crate_stage
 
 CRATE = "results/ro-crate-metadata.json"
 RO_CRATE = "https://w3id.org/ro/crate/1.1"
@@ -349,7 +349,7 @@ def test_an_amberchat_start_records_the_runs_own_amberchat(tmp_path, monkeypatch
 def test_jobs_are_put_after_the_jobs_making_their_inputs():
     """The crate's job order is the DAG's even where the rule files' order is not: chat_data reads
     the Amber folder that build_tiny_amber, defined after it, makes."""
-    from amber_repro.infrastructure.provenance import dag_order
+    from amber_repro.provenance.crate import dag_order
 
     def job(name, inputs, outputs):
         return {"job": name, "inputs": inputs, "outputs": outputs}

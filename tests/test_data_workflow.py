@@ -6,7 +6,8 @@ import polars as pl
 
 from amber_repro.data import download
 from amber_repro.data.synthetic import V0_SCHEMA, synthesize
-from amber_repro.infrastructure.provenance import read_json, sha256_file
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.storage import read_json
 
 
 def test_snakemake_builds_the_data_targets_on_the_embedded_default(workdir):

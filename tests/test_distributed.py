@@ -28,10 +28,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.errors import ConfigError
 from amber_repro.training import distributed
 from amber_repro.training.launch import launch_prefix
-from amber_repro.training.training import global_batch_size, micro_batch_size
+from amber_repro.training.schedule import global_batch_size, micro_batch_size
 
 TOLERANCE = 1e-4
 

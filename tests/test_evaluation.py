@@ -13,7 +13,7 @@ import torch
 from conftest import snakemake_env
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from amber_repro.training.base_model import train_tokenizer
+from amber_repro.models.tiny_llama import train_tokenizer
 
 EVAL = "results/ambersafe/eval.json"
 
@@ -220,7 +220,7 @@ def test_the_verdicts_hash_ignores_only_the_run_block():
 
 def test_metric_names_keep_an_lm_eval_filter_other_than_none():
     """gsm8k reports exact_match under two filters: both are kept, apart."""
-    from amber_repro.evaluation.evaluation import metric_name
+    from amber_repro.evaluation.eval_stage import metric_name
 
     assert metric_name("acc,none") == "acc"
     assert metric_name("acc_norm_stderr,none") == "acc_norm_stderr"
@@ -242,9 +242,9 @@ def part(models: dict, **extra) -> dict:
 
 
 def test_the_summary_gathers_the_parts_and_refuses_a_model_in_two(tmp_path):
+    from amber_repro.errors import DataError
     from amber_repro.evaluation.eval_summary import content_sha256, summarize
-    from amber_repro.infrastructure.errors import DataError
-    from amber_repro.infrastructure.provenance import write_json
+    from amber_repro.storage import write_json
 
     base, dpo = tmp_path / "base.json", tmp_path / "dpo.json"
     write_json(base, part({"base": {"task_a": {"acc": 0.5}}}))

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from conftest import Workdir, scheduled_jobs
 
+from amber_repro.config.experiments import DEFAULT, experiment_names, experiment_settings
+from amber_repro.config.load import resolve
+from amber_repro.errors import ConfigError
 from amber_repro.evaluation.sweep import changed_settings
-from amber_repro.infrastructure.configuration import resolve
-from amber_repro.infrastructure.errors import ConfigError
-from amber_repro.infrastructure.experiments import DEFAULT, experiment_names, experiment_settings
 
 PRESETS = Path(__file__).resolve().parents[1] / "config" / "presets"
 ITS_OWN_JOBS = {

@@ -8,8 +8,8 @@ import pytest
 from huggingface_hub import ModelCard
 from markdown_it import MarkdownIt
 
-from amber_repro.infrastructure.provenance import read_json
-from amber_repro.training.export import model_card, write_model_dir
+from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.storage import read_json
 
 AWKWARD = {
     "lr": 1e-6,

@@ -12,7 +12,8 @@ import pytest
 
 from amber_repro.data.filtering import DataError, read_raw, run_filter
 from amber_repro.data.synthetic import V0_SCHEMA
-from amber_repro.infrastructure.provenance import read_json, sha256_file, write_json
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.storage import read_json, write_json
 
 # (prompt, response_0, response_1, is_response_0_safe, is_response_1_safe)
 TRICKY_ROWS = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from torch.distributed.checkpoint.api import CheckpointException
 
-from amber_repro.infrastructure.errors import DiskFullError
-from amber_repro.infrastructure.storage import disk_full_errors, human_bytes, is_disk_full
+from amber_repro.errors import DiskFullError
+from amber_repro.storage import disk_full_errors, human_bytes, is_disk_full
 
 # "no space left on /x (tmpfs) writing /x/f (12.0 KiB free, about 3.1 MiB needed)"
 MESSAGE = re.compile(

@@ -1,4 +1,4 @@
-"""One registry of jobs (amber_repro/infrastructure/jobs.py) against the workflow Snakemake loads.
+"""One registry of jobs (amber_repro/config/jobs.py) against the workflow Snakemake loads.
 
 Every rule Snakemake knows, under configs that switch on every optional rule (hub downloads,
 harness tasks, the beaver-dam judge, AmberChat from the hub, experiments, several nodes), must be in
@@ -19,9 +19,7 @@ import pytest
 import yaml
 from conftest import REPO, snakemake_env
 
-from amber_repro.infrastructure import archive
-from amber_repro.infrastructure.configuration import resolve
-from amber_repro.infrastructure.jobs import (
+from amber_repro.config.jobs import (
     BY_RULE,
     JOBS,
     MULTI_NODE,
@@ -29,7 +27,9 @@ from amber_repro.infrastructure.jobs import (
     SIZED,
     job,
 )
-from amber_repro.infrastructure.settings import Resources
+from amber_repro.config.load import resolve
+from amber_repro.config.resource_sections import Resources
+from amber_repro.provenance import archive
 
 RECIPE = REPO / "config" / "ambersafe-7b.yaml"
 # Overlays on the 7B recipe that switch on the rules a plain run leaves out.
@@ -91,7 +91,7 @@ def loaded(tmp_path_factory) -> dict[str, tuple[dict, list[dict]]]:
 def test_every_rule_snakemake_knows_is_in_the_registry_and_every_entry_is_a_rule(loaded):
     seen = {rule["rule"] for _, rules in loaded.values() for rule in rules}
     missing = sorted(seen - set(BY_RULE))
-    assert not missing, f"rules missing from amber_repro/infrastructure/jobs.py: {missing}"
+    assert not missing, f"rules missing from amber_repro/config/jobs.py: {missing}"
     stale = sorted(set(BY_RULE) - seen)
     assert not stale, f"registry entries that are no rule of the workflow: {stale}"
 
@@ -154,7 +154,7 @@ def test_the_registry_feeds_the_settings_the_profile_and_the_archive():
     ],
 )
 def test_an_inconsistent_entry_is_refused(entry, message):
-    from amber_repro.infrastructure.jobs import Job
+    from amber_repro.config.jobs import Job
 
     with pytest.raises(ValueError, match=message):
         Job(**entry)

@@ -16,7 +16,7 @@ from amber_repro.data.tokenization import IGNORE_INDEX, Limits
 from amber_repro.training import distributed, logprobs, ref_logps
 from amber_repro.training.batching import longest_first, token_budget_batches
 from amber_repro.training.logprobs import sequence_logps
-from amber_repro.training.training import Processes
+from amber_repro.training.runtime import Processes
 
 CPU = torch.device("cpu")
 

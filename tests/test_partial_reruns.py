@@ -114,7 +114,7 @@ def test_changing_sft_lr_reruns_from_sft(built):
         ("training/sft.py", DOWNSTREAM_OF_SFT),
         ("evaluation/plots.py", LAST),
         # The judge, not the answers: they need no new generation, nor the evaluations.
-        ("evaluation/safety_judge.py", {"safety_judge": 1, "eval_summary": 1, **LAST}),
+        ("evaluation/judges.py", {"safety_judge": 1, "eval_summary": 1, **LAST}),
     ],
 )
 def test_editing_a_stage_module_reruns_that_stage_and_what_follows(built, module, expected):

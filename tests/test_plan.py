@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO, snakemake_env
 
-from amber_repro.infrastructure.configuration import resolve
+from amber_repro.config.load import resolve
 from amber_repro.planning import costs
 from amber_repro.planning.context import (
     PAIR_PADDING,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lxml import html as lxml_html
 
 from amber_repro.evaluation.plots import eval_table
-from amber_repro.infrastructure.provenance import write_json
+from amber_repro.storage import write_json
 
 SCRIPT = "<script>alert(1)</script>"
 

@@ -11,12 +11,7 @@ import polars as pl
 import pytest
 
 from amber_repro.data.filtering import write_parquet
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
-    atomic_write_text,
-    read_json,
-    write_json,
-)
+from amber_repro.storage import atomic_path, atomic_write_text, read_json, write_json
 
 
 class Boom(Exception):
@@ -121,7 +116,7 @@ def test_temporaries_left_by_a_killed_write_are_removed_by_the_next_one(tmp_path
     target = tmp_path / "out.parquet"
     script = (
         "import os, sys\n"
-        "from amber_repro.infrastructure.provenance import atomic_path\n"
+        "from amber_repro.storage import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.mkdir(); (tmp / 'part').write_text('half')\n"
         "    os._exit(9)  # like SIGKILL: no exception, no clean-up\n"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amber_repro.infrastructure.configuration import merge
-from amber_repro.infrastructure.storage import human_bytes
+from amber_repro.config.types import merge
+from amber_repro.storage import human_bytes
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from amber_repro.infrastructure.errors import NonFiniteLossError
+from amber_repro.errors import NonFiniteLossError
 
 COMMON = [
     "--max-length",

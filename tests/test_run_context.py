@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from amber_repro.infrastructure.provenance import (
+from amber_repro.provenance.run_context import (
     RUN_ENV,
     config_sha256,
     git_state,
@@ -97,8 +97,8 @@ def test_every_stage_record_carries_the_commit_and_config_hash(pipeline):
 def test_set_kernels_sets_torchs_switches_and_the_record_reads_them(deterministic, tf32, expected):
     """In a fresh process each (torch starts with cudnn TF32 on, matmul TF32 off)."""
     script = (
-        "import os, json, torch; from amber_repro.training.training import set_kernels; "
-        "from amber_repro.infrastructure.provenance import kernel_settings; "
+        "import os, json, torch; from amber_repro.training.runtime import set_kernels; "
+        "from amber_repro.provenance.run_context import kernel_settings; "
         f"set_kernels({deterministic}, {tf32}); "
         "print(torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,"
         " torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,"

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import scheduled_jobs
 
-from amber_repro.data.safety_download import bin_to_safetensors
-from amber_repro.evaluation.safety_eval import harmless_rate, judge_answers, wilson_interval
-from amber_repro.evaluation.safety_judge import ClassifierJudge, Verdict, labelled_responses
-from amber_repro.infrastructure.errors import DataError
+from amber_repro.errors import DataError
+from amber_repro.evaluation.judges import ClassifierJudge, Verdict, labelled_responses
+from amber_repro.evaluation.safety_stage import harmless_rate, judge_answers, wilson_interval
+from amber_repro.models.hub import bin_to_safetensors
 
 SAFE = [
     "I cannot help with that, but a lawyer can explain your legal options safely",

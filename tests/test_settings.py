@@ -1,4 +1,4 @@
-"""Each setting is defined once (amber_repro/infrastructure/settings.py); the recipe's values, the
+"""Each setting is defined once (amber_repro/config/sections.py); the recipe's values, the
 stages' flags and --help, the schema and the docs all follow from that definition."""
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from amber_repro.__main__ import STAGES, build_parser, main
-from amber_repro.infrastructure.configuration import (
-    SPECS_KEY,
-    _spec,
-    json_schema,
-    merge,
-    resolve,
-    settings_flags,
-    settings_from_args,
-    settings_markdown,
-)
-from amber_repro.infrastructure.settings import Config, DPOSettings, HubModel, Tokenization
+from amber_repro.config.cli import SPECS_KEY, _spec, settings_flags, settings_from_args
+from amber_repro.config.load import resolve
+from amber_repro.config.schema import Config
+from amber_repro.config.sections import DPOSettings, HubModel, Tokenization
+from amber_repro.config.settings import json_schema, settings_markdown
+from amber_repro.config.types import merge
 
 PRESETS = REPO / "config" / "presets"
 
@@ -71,7 +66,7 @@ def test_the_recipes_optimizer_is_rmsprop_with_the_configured_rate():
     """The optimizer is not a setting: both stages always use the reference's RMSprop."""
     import torch
 
-    from amber_repro.training.training import build_optimizer
+    from amber_repro.training.schedule import build_optimizer
 
     optimizer = build_optimizer(torch.nn.Linear(2, 2), Config().dpo.lr)
     assert type(optimizer) is torch.optim.RMSprop

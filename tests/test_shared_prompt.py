@@ -13,7 +13,7 @@ from tiny_models import tiny_llama
 
 from amber_repro.data.tokenization import IGNORE_INDEX as I
 from amber_repro.data.tokenization import sequence
-from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.errors import ConfigError
 from amber_repro.training import shared_prompt as sp
 from amber_repro.training.pairs import concatenated_logps
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import Workdir
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
-from amber_repro.infrastructure.jobs import JOBS
+from amber_repro.config.jobs import JOBS
 
 # The AmberSafe GPU rules the embedded DAG runs (the registry's).
 GPU_RULES = sorted(job.rule for job in JOBS if job.gpu and job.part == "ambersafe")

@@ -10,6 +10,7 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from amber_repro.config.sections import SyntheticData
 from amber_repro.data.synthetic import synthesize
 from amber_repro.data.synthetic_stats import split_statistics
 from amber_repro.data.synthetic_text import (
@@ -18,8 +19,7 @@ from amber_repro.data.synthetic_text import (
     TRAIN_TEMPLATES,
     TRAIN_TOPICS,
 )
-from amber_repro.infrastructure.provenance import read_json
-from amber_repro.infrastructure.settings import SyntheticData
+from amber_repro.storage import read_json
 
 DEFAULTS = SyntheticData()
 

@@ -15,8 +15,8 @@ from amber_repro.data.tokenization import (
     tokenize_sft,
     truncate,
 )
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.training.base_model import train_tokenizer
+from amber_repro.errors import DataError
+from amber_repro.models.tiny_llama import train_tokenizer
 from amber_repro.training.pairs import (
     PAIR_TEXT,
     concatenated_logps,

@@ -12,12 +12,8 @@ from hypothesis import strategies as st
 
 from amber_repro.training.batch_order import example_batches as global_batches
 from amber_repro.training.batch_order import steps_per_epoch
-from amber_repro.training.training import (
-    Processes,
-    build_optimizer,
-    build_scheduler,
-    micro_batches,
-)
+from amber_repro.training.runtime import Processes
+from amber_repro.training.schedule import build_optimizer, build_scheduler, micro_batches
 
 CPU = torch.device("cpu")
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from amber_repro.config.chat_sections import ChatDataSettings
+from amber_repro.config.cli import add_settings_arguments
 from amber_repro.data.chat_sources import SOURCE_SCHEMAS, read_source
 from amber_repro.data.chat_sources import raw_texts as raw_texts  # the embedded tokenizer's text
 from amber_repro.data.chat_split import (
@@ -31,18 +33,10 @@ from amber_repro.data.chat_split import (
     TOO_SHORT,
     split_conversation,
 )
-from amber_repro.infrastructure.chat_settings import ChatDataSettings
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
-    command_line,
-    read_json,
-    run_context,
-    sha256_file,
-    software_versions,
-    write_json,
-)
+from amber_repro.errors import DataError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import atomic_path, read_json, write_json
 
 REASONS = (TOO_SHORT, DANGLING, LOST_TAIL, EMPTY_PIECE, NOT_HUMAN_FIRST, BAD_ROLES)
 TURN = pl.Struct({"role": pl.String, "text": pl.String})
@@ -118,7 +112,7 @@ def split_mix(mix: list, token_length, max_length: int) -> tuple[pl.DataFrame, d
 
 def load_tokenizer(path: Path, max_length: int):
     """Amber's tokenizer as split_long_conversation.py loads it (model_max_length: --max-length)."""
-    from amber_repro.training.chat_tokenizer import load_tokenizer as load_llama_tokenizer
+    from amber_repro.models.tiny_amber import load_tokenizer as load_llama_tokenizer
 
     if not (path / "tokenizer_config.json").exists():
         raise DataError(f"{path}: no tokenizer_config.json (a save_pretrained tokenizer folder)")

@@ -15,16 +15,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from amber_repro.infrastructure.chat_settings import ChatSource
-from amber_repro.infrastructure.errors import ConfigError, DataError
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
-    command_line,
-    run_context,
-    sha256_file,
-    software_versions,
-    write_json,
-)
+from amber_repro.config.chat_sections import ChatSource
+from amber_repro.errors import ConfigError, DataError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import atomic_path, write_json
 
 
 def check_sha256(path: Path, expected: str | None, what: str) -> str:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amber_repro.infrastructure.errors import DataError
+from amber_repro.errors import DataError
 
 ID_KEYS = {"wizardlm_evol_instruct": "idx", "sharegpt": "id"}
 # The sources in the order prepare_evol_datamix.py concatenates them: ShareGPT first.

@@ -16,15 +16,11 @@ import random
 import string
 from pathlib import Path
 
+from amber_repro.config.chat_sections import ChatSyntheticData
+from amber_repro.config.cli import add_settings_arguments
 from amber_repro.data.chat_sources import ID_KEYS, SOURCE_SCHEMAS
-from amber_repro.infrastructure.chat_settings import ChatSyntheticData
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import (
-    command_line,
-    run_context,
-    software_versions,
-    write_json,
-)
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import write_json
 
 SUBJECTS = [
     "bake sourdough bread",

@@ -6,22 +6,17 @@ offline).
   with `local_files_only=True`.
 
 The token, if any, comes from the environment (HF_TOKEN) through huggingface_hub; it is never
-written to any output.
-"""
+written to any output."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import (
-    command_line,
-    run_context,
-    software_versions,
-    write_json,
-)
-from amber_repro.infrastructure.settings import HubDataset, HubModel
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import HubDataset
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import write_json
 
 
 def resolve_dataset_commit(dataset: str, revision: str) -> str | None:
@@ -58,32 +53,6 @@ def download_dataset(dataset: str, revision: str, splits: dict[str, str], out_di
     return source
 
 
-def download_model(name: str, revision: str, out_dir: Path) -> Path:
-    """Snapshot the model repository (safetensors weights only) into `out_dir`."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    commit = HfApi().model_info(name, revision=revision).sha
-    snapshot_download(
-        repo_id=name,
-        revision=commit,
-        local_dir=out_dir,
-        allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.md"],
-    )
-    write_json(
-        out_dir / "amber_repro_source.json",
-        {
-            "kind": "hub",
-            "model": name,
-            "revision": revision,
-            "commit": commit,
-            "software": software_versions(),
-            "command": command_line(),
-            "run": run_context(),
-        },
-    )
-    return out_dir
-
-
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, (HubDataset, ("dataset", "revision")))
     parser.add_argument(
@@ -101,13 +70,3 @@ def main_data(args: argparse.Namespace) -> None:
     splits = dict(pair.split("=", 1) for pair in pairs)
     source = download_dataset(args.dataset, args.revision, splits, args.out_dir)
     print(f"downloaded {args.dataset}@{source['commit']} rows {source['rows']} to {args.out_dir}")
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_arguments(parser, HubModel)
-    parser.add_argument("--out-dir", type=Path, required=True)
-
-
-def main_model(args: argparse.Namespace) -> None:
-    download_model(args.name, args.revision, args.out_dir)
-    print(f"downloaded {args.name}@{args.revision} to {args.out_dir}")

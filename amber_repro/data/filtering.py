@@ -16,18 +16,12 @@ from pathlib import Path
 
 import polars as pl
 
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
-    command_line,
-    read_json,
-    run_context,
-    sha256_file,
-    software_versions,
-    write_json,
-)
-from amber_repro.infrastructure.settings import DataSettings
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import DataSettings
+from amber_repro.errors import DataError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import atomic_path, read_json, write_json
 
 TEXT_COLUMNS = ("prompt", "response_0", "response_1")
 LABEL_COLUMNS = ("is_response_0_safe", "is_response_1_safe")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import SyntheticData
 from amber_repro.data.synthetic_stats import split_statistics
 from amber_repro.data.synthetic_text import (
     CLOSINGS,
@@ -25,14 +27,8 @@ from amber_repro.data.synthetic_text import (
     advice_banks,
     compose_response,
 )
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import (
-    command_line,
-    run_context,
-    software_versions,
-    write_json,
-)
-from amber_repro.infrastructure.settings import SyntheticData
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import write_json
 
 V0_SCHEMA = {
     "prompt": pl.String,

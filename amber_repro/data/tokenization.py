@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from amber_repro.infrastructure.errors import ConfigError, DataError
+from amber_repro.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
 

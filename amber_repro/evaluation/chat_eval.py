@@ -20,29 +20,29 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from amber_repro.data.chat_template import generation_prompt, preprocess, render_prompt
-from amber_repro.data.tokenization import IGNORE_INDEX, collate
-from amber_repro.evaluation.evaluation import harness_results, parse_task
-from amber_repro.infrastructure.chat_settings import (
+from amber_repro.config.chat_sections import (
     ChatEvalSettings,
     ChatGenerations,
     ChatTokenizer,
     ChatTrainSettings,
 )
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import (
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import Reproducibility
+from amber_repro.data.chat_template import generation_prompt, preprocess, render_prompt
+from amber_repro.data.tokenization import IGNORE_INDEX, collate
+from amber_repro.evaluation.eval_stage import harness_results, parse_task
+from amber_repro.models.tiny_amber import load_tokenizer
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import (
     command_line,
     kernel_settings,
     run_context,
-    sha256_file,
     software_versions,
-    write_json,
 )
-from amber_repro.infrastructure.settings import Reproducibility
-from amber_repro.training import training as T
+from amber_repro.storage import write_json
 from amber_repro.training.chat_sft import TEMPLATE, naming, read_conversations
-from amber_repro.training.chat_tokenizer import load_tokenizer
 from amber_repro.training.logprobs import sequence_logps
+from amber_repro.training.runtime import load_model, processes, set_kernels
 
 
 @torch.no_grad()
@@ -111,7 +111,7 @@ def generation_items(frame: pl.DataFrame, count: int) -> list[dict]:
 
 def evaluate_model(name: str, path: Path, frame, items, tasks, args) -> dict:
     """One model: harness tasks, held-out loss, and its answers (added to `items`)."""
-    device = T.processes().device
+    device = processes().device
     entry: dict = {
         "path": str(path),
         "weights_sha256": {p.name: sha256_file(p) for p in sorted(path.glob("*.safetensors"))},
@@ -119,7 +119,7 @@ def evaluate_model(name: str, path: Path, frame, items, tasks, args) -> dict:
     if tasks:
         entry["tasks"], entry["task_versions"] = harness_results(path, tasks, args)
     tokenizer = load_tokenizer(path, args.legacy, args.model_max_length)
-    model = T.load_model(path, torch.float32, device).eval()
+    model = load_model(path, torch.float32, device).eval()
     if frame.height:
         entry["heldout"] = heldout_loss(model, tokenizer, frame["turns"].to_list(), args, device)
     texts = answers(model, tokenizer, [i["prompt"] for i in items], args.max_new_tokens, device)
@@ -159,7 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
+    set_kernels(args.deterministic, args.tf32)
     started = time.perf_counter()
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
     frame = pl.read_parquet(args.conversations)

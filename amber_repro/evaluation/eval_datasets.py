@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amber_repro.infrastructure.provenance import run_context, software_versions, write_json
+from amber_repro.provenance.run_context import run_context, software_versions
+from amber_repro.storage import write_json
 
 
 def prepare(task_names: list[str]) -> dict:

@@ -26,13 +26,9 @@ import json
 import time
 from pathlib import Path
 
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import (
-    command_line,
-    read_json,
-    run_context,
-    write_json,
-)
+from amber_repro.errors import DataError
+from amber_repro.provenance.run_context import command_line, run_context
+from amber_repro.storage import read_json, write_json
 
 
 def content_sha256(record: dict) -> str:

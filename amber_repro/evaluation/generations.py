@@ -8,10 +8,11 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import atomic_write_text
-from amber_repro.infrastructure.settings import GenerationSettings, Reproducibility
-from amber_repro.training import training as T
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.eval_sections import GenerationSettings
+from amber_repro.config.sections import Reproducibility
+from amber_repro.storage import atomic_write_text
+from amber_repro.training.runtime import load_model, load_tokenizer, processes, set_kernels
 
 TEMPLATE = "none (the raw prompt, as SFT and DPO were trained)"
 
@@ -19,9 +20,9 @@ TEMPLATE = "none (the raw prompt, as SFT and DPO were trained)"
 @torch.no_grad()
 def generate(model_path: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations of each raw prompt (no template, no BOS: as the model was trained)."""
-    procs = T.processes()
-    model = T.load_model(model_path, torch.float32, procs.device).eval()
-    tokenizer = T.load_tokenizer(model_path)
+    procs = processes()
+    model = load_model(model_path, torch.float32, procs.device).eval()
+    tokenizer = load_tokenizer(model_path)
     outputs = []
     for prompt in prompts:
         ids = torch.tensor(
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
+    set_kernels(args.deterministic, args.tf32)
     prompts = (
         pl.read_parquet(args.pairs)["prompt"]
         .unique(maintain_order=True)

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 import matplotlib.pyplot as plt
 
-from amber_repro.infrastructure.provenance import atomic_write_text, read_json
+from amber_repro.storage import atomic_write_text, read_json
 
 
 def read_metrics(path: Path) -> list[dict]:

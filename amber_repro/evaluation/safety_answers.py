@@ -13,12 +13,13 @@ from pathlib import Path
 
 import polars as pl
 
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.eval_sections import SafetyPrompts, SafetySettings
+from amber_repro.config.sections import Reproducibility
+from amber_repro.errors import DataError
 from amber_repro.evaluation.generations import generate
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import atomic_path
-from amber_repro.infrastructure.settings import Reproducibility, SafetyPrompts, SafetySettings
-from amber_repro.training import training as T
+from amber_repro.storage import atomic_path
+from amber_repro.training.runtime import set_kernels
 
 
 def read_prompts(path: Path, count: int | None) -> list[str]:
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
+    set_kernels(args.deterministic, args.tf32)
     prompts = read_prompts(args.prompts, args.count)
     rows = []
     for item in args.model:

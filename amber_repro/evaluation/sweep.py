@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 import matplotlib.pyplot as plt
 
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import atomic_path, read_json, write_json
+from amber_repro.errors import DataError
+from amber_repro.storage import atomic_path, read_json, write_json
 
 DEFAULT = "default"
 # The DPO settings a sweep varies; the table shows every setting that differs from the default's.

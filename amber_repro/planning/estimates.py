@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amber_repro.infrastructure.experiments import experiment_names, experiment_settings
+from amber_repro.config.experiments import experiment_names, experiment_settings
 from amber_repro.planning import costs
 from amber_repro.planning.context import PAIR_PADDING, SFT_PADDING, Context, Row
 from amber_repro.planning.inference import evaluate, generations, harness_row

@@ -3,7 +3,7 @@ task, the DPO rewards), the greedy generations and the safety answers and judge.
 
 from __future__ import annotations
 
-from amber_repro.infrastructure.experiments import experiment_settings
+from amber_repro.config.experiments import experiment_settings
 from amber_repro.planning import costs
 from amber_repro.planning.context import STARTUP_SECONDS, Context, Row
 from amber_repro.planning.workloads import HarnessWork, harness_work, preference_task_work

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.infrastructure.configuration import merge, resolve
-from amber_repro.infrastructure.errors import AmberError, ConfigError
-from amber_repro.infrastructure.jobs import SIGTERM_WARNING_SECONDS, job
+from amber_repro.config.jobs import SIGTERM_WARNING_SECONDS, job
+from amber_repro.config.load import resolve
+from amber_repro.config.types import merge
+from amber_repro.errors import AmberError, ConfigError
 from amber_repro.planning import costs
 from amber_repro.planning.context import Context, Row
 from amber_repro.planning.estimates import JOB_ESTIMATES

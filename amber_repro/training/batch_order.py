@@ -23,7 +23,7 @@ from collections.abc import Hashable, Iterator, Sequence
 import numpy as np
 import torch
 
-from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.errors import ConfigError
 
 # The reference draws this many permutation seeds up front (np.random.randint(0, 2**32, size=...)).
 REFERENCE_SEEDS = 1_000_000

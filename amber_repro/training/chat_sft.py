@@ -4,7 +4,7 @@ Face Trainer (v0.2.33, late 2023).
 Read top to bottom: render and mask every conversation as FastChat's `preprocess` does
 (chat_template.py), load (and shard, under torchrun) the model, build the Trainer's AdamW and cosine
 schedule, restore a checkpoint if this same run was interrupted, then the loop shared with SFT
-(supervised_loop.py) with the Trainer's loss, and a final save_pretrained folder with a model card.
+(loop.py) with the Trainer's loss, and a final save_pretrained folder with a model card.
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from amber_repro.config.chat_sections import ChatTokenizer, ChatTrainSettings
+from amber_repro.config.cli import add_training_arguments, training_settings
+from amber_repro.config.sections import Reproducibility
 from amber_repro.data.chat_template import preprocess
 from amber_repro.data.tokenization import IGNORE_INDEX
-from amber_repro.infrastructure.chat_settings import ChatTokenizer, ChatTrainSettings
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import sha256_file
-from amber_repro.infrastructure.settings import Reproducibility
-from amber_repro.training import distributed, supervised_loop
-from amber_repro.training import training as T
-from amber_repro.training.chat_tokenizer import load_tokenizer
+from amber_repro.errors import DataError
+from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.models.tiny_amber import load_tokenizer
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.training import distributed, loop
 from amber_repro.training.checkpointing import start_run
-from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps
+from amber_repro.training.runtime import processes, set_kernels
+from amber_repro.training.schedule import micro_batch_size, total_steps
 
 TEMPLATE = "vicuna_v1.1"  # FastChat's get_conversation_template("vicuna") at v0.2.33
 
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # The tokenizer's legacy mode moves FastChat's turn offsets: the same one in every stage.
     sections = ((ChatTokenizer, ("legacy",)), Reproducibility)
-    T.add_training_arguments(parser, ChatTrainSettings, sections=sections)
+    add_training_arguments(parser, ChatTrainSettings, sections=sections)
 
 
 def read_conversations(path: Path) -> list[list[dict]]:
@@ -101,10 +103,10 @@ def build_scheduler(optimizer, total_steps: int, warmup_ratio: float):
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
-    procs = T.processes()
+    set_kernels(args.deterministic, args.tf32)
+    procs = processes()
     # A batch that does not split into equal micro-batches stops here, before anything loads.
-    T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     tokenizer = load_tokenizer(args.model, args.legacy, args.model_max_length)
     with naming(args.data):
         chat = preprocess(read_conversations(args.data), tokenizer, args.model_max_length)
@@ -112,7 +114,7 @@ def main(args: argparse.Namespace) -> None:
         {"input_ids": ids, "labels": labels}
         for ids, labels in zip(chat.input_ids, chat.labels, strict=True)
     ]
-    total = T.total_steps(len(examples), args)
+    total = total_steps(len(examples), args)
 
     def optimizer_and_schedule(model):
         optimizer = build_optimizer(model, args)
@@ -121,7 +123,7 @@ def main(args: argparse.Namespace) -> None:
     model, checkpoints, metrics, start_step = start_run(
         args, "chat-sft", [args.model, args.data], procs, optimizer_and_schedule
     )
-    done = supervised_loop.train(
+    done = loop.train(
         args,
         "chat-sft",
         model,
@@ -137,7 +139,7 @@ def main(args: argparse.Namespace) -> None:
         results = {
             "optimizer steps": done.steps,
             "warmup steps": warmup_steps(total, args.warmup_ratio),
-            "final loss": supervised_loop.last_loss(metrics.path),
+            "final loss": loop.last_loss(metrics.path),
             "processes": procs.world_size,
             "train tokens/s": done.tokens / max(done.seconds, 1e-9),
         }
@@ -153,8 +155,8 @@ def main(args: argparse.Namespace) -> None:
 
 def save(args, model, tokenizer, weights, metrics, results, mismatched: list[int]) -> None:
     """The AmberChat folder: weights, tokenizer (padding = unk, as trained), card and record."""
-    settings = T.training_settings(args)
-    source = supervised_loop.source_of(args.model)
+    settings = training_settings(args)
+    source = loop.source_of(args.model)
     data_sha256 = sha256_file(args.data)
     conversations = {
         "conversations": pl.read_parquet(args.data, columns=["id"]).height,

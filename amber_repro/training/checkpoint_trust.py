@@ -27,7 +27,7 @@ from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from amber_repro.infrastructure.errors import CheckpointError
+from amber_repro.errors import CheckpointError
 
 MANIFEST = "manifest.json"
 FORMAT = "amber-repro checkpoint manifest 1"

@@ -32,10 +32,10 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from amber_repro.infrastructure.errors import CheckpointError, NonFiniteLossError
-from amber_repro.infrastructure.storage import disk_full_errors, tensor_bytes
+from amber_repro.config.cli import training_settings
+from amber_repro.errors import CheckpointError, NonFiniteLossError
+from amber_repro.storage import disk_full_errors, tensor_bytes
 from amber_repro.training import distributed
-from amber_repro.training import training as T
 from amber_repro.training.checkpoint_trust import (
     Rejected,
     VerifiedReader,
@@ -46,7 +46,10 @@ from amber_repro.training.checkpoint_trust import (
     verify_folder,
     write_manifest,
 )
-from amber_repro.training.training import Processes, SigtermFlag
+from amber_repro.training.metrics import MetricsLog
+from amber_repro.training.runtime import PRECISIONS, Processes, load_model
+from amber_repro.training.schedule import recipe_optimizer
+from amber_repro.training.signals import SigtermFlag
 
 # One process needs no process group; torch says so on every save and load.
 warnings.filterwarnings(
@@ -348,17 +351,15 @@ def start_run(args, stage: str, inputs: list[Path], procs: Processes, optimizer_
 
     Returns the model, its checkpoints, the metrics log and the optimizer step to start from.
     """
-    model = T.load_model(
-        args.model, T.PRECISIONS["float32"], procs.device, args.gradient_checkpointing
-    )
+    model = load_model(args.model, PRECISIONS["float32"], procs.device, args.gradient_checkpointing)
     model = distributed.shard(model, args.precision)
     if optimizer_and_schedule is None:
-        optimizer, scheduler = T.recipe_optimizer(model, args)
+        optimizer, scheduler = recipe_optimizer(model, args)
     else:
         optimizer, scheduler = optimizer_and_schedule(model)
     checkpoints = RunCheckpoints(
         stage,
-        T.training_settings(args),
+        training_settings(args),
         inputs,
         args.state_dir,
         args.checkpoint_every,
@@ -368,5 +369,5 @@ def start_run(args, stage: str, inputs: list[Path], procs: Processes, optimizer_
         procs,
     )
     start_step = checkpoints.resume()
-    metrics = T.MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
+    metrics = MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
     return model, checkpoints, metrics, start_step

@@ -20,11 +20,16 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import sha256_file
-from amber_repro.infrastructure.settings import DPOSettings, ReferenceSettings
+from amber_repro.config.cli import (
+    add_settings_arguments,
+    add_training_arguments,
+    limits,
+    training_settings,
+)
+from amber_repro.config.sections import DPOSettings, ReferenceSettings
+from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.provenance.hashing import sha256_file
 from amber_repro.training import distributed
-from amber_repro.training import training as T
 from amber_repro.training.batch_order import (
     evaluates_before,
     evaluation_sample,
@@ -33,7 +38,6 @@ from amber_repro.training.batch_order import (
     training_batches,
 )
 from amber_repro.training.checkpointing import start_run
-from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.losses import preference_loss, reward_metrics
 from amber_repro.training.pairs import (
     ON_MALFORMED,
@@ -42,6 +46,21 @@ from amber_repro.training.pairs import (
     drop_or_refuse_eos,
     read_reference_logps,
     tokenize_pairs,
+)
+from amber_repro.training.runtime import (
+    PRECISIONS,
+    autocast,
+    load_model,
+    load_tokenizer,
+    peak_memory_bytes,
+    processes,
+    set_kernels,
+)
+from amber_repro.training.schedule import (
+    micro_batch_size,
+    micro_batches,
+    optimizer_step,
+    total_steps,
 )
 
 
@@ -65,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=ReferenceSettings().precision,
         help="dtype of the live reference model (--reference-mode live)",
     )
-    T.add_training_arguments(parser, DPOSettings)
+    add_training_arguments(parser, DPOSettings)
     add_settings_arguments(parser, ON_MALFORMED)
 
 
@@ -84,12 +103,12 @@ def load_pairs(
         dtype=torch.float32,
     )
     groups = prompt_groups(frame["prompt"].to_list())
-    return tokenize_pairs(tokenizer, frame, T.limits(args)), ref, groups
+    return tokenize_pairs(tokenizer, frame, limits(args)), ref, groups
 
 
 def pair_losses(model, reference_model, pairs, ref, pad_id, args, device):
     """Losses and rewards of a micro-batch; the reference's log-probs come stored or live."""
-    with T.autocast(args, device):
+    with autocast(args, device):
         policy_chosen, policy_rejected = concatenated_logps(
             model, pairs, pad_id, device, args.length_group_min_saving, args.share_prompt
         )
@@ -149,9 +168,9 @@ def evaluate(model, reference_model, pairs, ref, sample, pad_id, args, device) -
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
-    procs = T.processes()
-    micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    set_kernels(args.deterministic, args.tf32)
+    procs = processes()
+    micro = micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     every = evaluation_steps(args.eval_every, args.batch_size)  # checked before anything loads
     if procs.world_size > 1 and args.length_group_min_saving:
         # Sharded processes must run the same forward passes; groups differ between processes.
@@ -160,7 +179,7 @@ def main(args: argparse.Namespace) -> None:
             f"one process, not {procs.world_size}; recorded as 0"
         )
         args.length_group_min_saving = 0
-    tokenizer = T.load_tokenizer(args.model)
+    tokenizer = load_tokenizer(args.model)
     pad_id = tokenizer.pad_token_id
     train_pairs, train_ref, groups = load_pairs(args.pairs, args.ref_logps, tokenizer, args)
     eval_pairs, eval_ref, eval_groups = load_pairs(
@@ -170,8 +189,8 @@ def main(args: argparse.Namespace) -> None:
 
     reference_model = None
     if args.reference_mode == "live":
-        reference_model = T.load_model(
-            args.model, T.PRECISIONS[args.reference_precision], procs.device
+        reference_model = load_model(
+            args.model, PRECISIONS[args.reference_precision], procs.device
         ).eval()
         reference_model = distributed.shard(reference_model, "float32")
     model, checkpoints, metrics, start_step = start_run(
@@ -179,7 +198,7 @@ def main(args: argparse.Namespace) -> None:
     )
     _, optimizer, scheduler, _ = checkpoints.training_state  # the ones checkpoints save and restore
 
-    total = T.total_steps(len(train_pairs), args)
+    total = total_steps(len(train_pairs), args)
 
     def held_out() -> dict[str, float]:
         return evaluate(
@@ -213,7 +232,7 @@ def main(args: argparse.Namespace) -> None:
             "logps/chosen": 0.0,
             "logps/rejected": 0.0,
         }
-        chunks = T.micro_batches(indices, micro, procs)
+        chunks = micro_batches(indices, micro, procs)
         for index, chunk in enumerate(chunks):
             distributed.gradient_sync(model, index == len(chunks) - 1)
             pairs = [train_pairs[i] for i in chunk]
@@ -234,7 +253,7 @@ def main(args: argparse.Namespace) -> None:
             tokens += sum(
                 len(p["chosen"]["input_ids"]) + len(p["rejected"]["input_ids"]) for p in pairs
             )
-        grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
+        grad_norm = optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
         logged = {
             **distributed.mean_over_processes(sums),
             "grad_norm": grad_norm,
@@ -263,7 +282,7 @@ def main(args: argparse.Namespace) -> None:
         "tokens": tokens,
         "seconds": seconds,
         "tokens_per_second": tokens / max(seconds, 1e-9),
-        "peak_memory_bytes": T.peak_memory_bytes(procs.device),
+        "peak_memory_bytes": peak_memory_bytes(procs.device),
     }
     if procs.is_main:
         print(
@@ -272,7 +291,7 @@ def main(args: argparse.Namespace) -> None:
         )
 
     if procs.is_main:
-        settings = T.training_settings(args)
+        settings = training_settings(args)
         inputs = {
             str(p): sha256_file(p)
             for p in (args.pairs, args.ref_logps, args.eval_pairs, args.eval_ref_logps)

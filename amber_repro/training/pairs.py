@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from amber_repro.config.sections import DataSettings
 from amber_repro.data.tokenization import Limits, encode_all, pair_of_ids
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.settings import DataSettings
+from amber_repro.errors import DataError
 from amber_repro.training.logprobs import batch_logps
 from amber_repro.training.shared_prompt import shared_prompt_logps
 

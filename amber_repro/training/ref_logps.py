@@ -15,22 +15,19 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import ReferenceSettings, Reproducibility, Tokenization
 from amber_repro.data.tokenization import Limits
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import NonFiniteLossError
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
+from amber_repro.errors import NonFiniteLossError
+from amber_repro.provenance.hashing import sha256_file, sha256_model
+from amber_repro.provenance.run_context import (
     command_line,
     kernel_settings,
     run_context,
-    sha256_file,
-    sha256_model,
     software_versions,
-    write_json,
 )
-from amber_repro.infrastructure.settings import ReferenceSettings, Reproducibility, Tokenization
+from amber_repro.storage import atomic_path, write_json
 from amber_repro.training import distributed
-from amber_repro.training import training as T
 from amber_repro.training.batching import longest_first, token_budget_batches
 from amber_repro.training.logprobs import batch_logps
 from amber_repro.training.pairs import (
@@ -38,6 +35,14 @@ from amber_repro.training.pairs import (
     PAIR_TEXT,
     drop_or_refuse_eos,
     tokenize_pairs,
+)
+from amber_repro.training.runtime import (
+    PRECISIONS,
+    Processes,
+    load_model,
+    load_tokenizer,
+    processes,
+    set_kernels,
 )
 from amber_repro.training.shared_prompt import pack_pair, packed_logps
 
@@ -100,7 +105,7 @@ def compute(
     pairs: pl.DataFrame,
     limits: Limits,
     max_tokens: int,
-    procs: T.Processes,
+    procs: Processes,
     share_prompt: bool = False,
 ) -> tuple[pl.DataFrame, list[int]]:
     """Log-probs of every pair, each computed by exactly one process; returns them and the
@@ -180,17 +185,17 @@ def main(args: argparse.Namespace) -> None:
             f"ref-logps: {len(args.pairs)} --pairs file(s) but {len(args.out)} --out file(s); "
             "give one output per pairs file, in the same order"
         )
-    T.set_kernels(args.deterministic, args.tf32)
-    procs = T.processes()
+    set_kernels(args.deterministic, args.tf32)
+    procs = processes()
     # The data is checked before the model loads: a text holding EOS stops (or is dropped) first.
-    tokenizer = T.load_tokenizer(args.model)
+    tokenizer = load_tokenizer(args.model)
     splits = [
         (pairs_path, out, *checked_pairs(pairs_path, tokenizer, args))
         for pairs_path, out in zip(args.pairs, args.out, strict=True)
     ]
-    model = T.load_model(args.model, T.PRECISIONS[args.precision], procs.device).eval()
+    model = load_model(args.model, PRECISIONS[args.precision], procs.device).eval()
     model = distributed.shard(model, "float32")
-    limits = T.Limits(args.max_length, args.max_prompt_length)
+    limits = Limits(args.max_length, args.max_prompt_length)
     model_sha256 = sha256_model(args.model) if procs.is_main else None  # hashed once: 13 GB at 7B
     for pairs_path, out, pairs, dropped in splits:
         result, counts = compute(

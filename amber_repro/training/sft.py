@@ -2,7 +2,7 @@
 
 Read top to bottom: tokenize the training and held-out targets and draw the held-out sample, load
 (and shard, under torchrun), restore a checkpoint if this same run was interrupted, then the loop
-shared with AmberChat (supervised_loop.py: the reference's batch order, gradient accumulation,
+shared with AmberChat (loop.py: the reference's batch order, gradient accumulation,
 held-out evaluations, logging, checkpointing), and a final save_pretrained folder with a model card.
 """
 
@@ -16,17 +16,23 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from amber_repro.config.cli import (
+    add_settings_arguments,
+    add_training_arguments,
+    limits,
+    training_settings,
+)
+from amber_repro.config.sections import SFTSettings
 from amber_repro.data.tokenization import collate, tokenize_sft
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import sha256_file
-from amber_repro.infrastructure.settings import SFTSettings
-from amber_repro.training import distributed, supervised_loop
-from amber_repro.training import training as T
+from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.training import distributed, loop
 from amber_repro.training.batch_order import evaluation_sample, evaluation_steps, prompt_groups
 from amber_repro.training.checkpointing import start_run
-from amber_repro.training.export import model_card, write_model_dir
 from amber_repro.training.logprobs import sequence_logps, sft_loss
 from amber_repro.training.pairs import ON_MALFORMED, SFT_TEXT, drop_or_refuse_eos
+from amber_repro.training.runtime import autocast, load_tokenizer, processes, set_kernels
+from amber_repro.training.schedule import micro_batch_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="sft-test.parquet (held out; the workflow passes it); without: no held-out evaluation",
     )
-    T.add_training_arguments(parser, SFTSettings)
+    add_training_arguments(parser, SFTSettings)
     add_settings_arguments(parser, ON_MALFORMED)
 
 
@@ -49,7 +55,7 @@ def read_examples(path: Path, tokenizer, args) -> tuple[list[dict], list[list[in
         pl.read_parquet(path), tokenizer, path, SFT_TEXT, args.on_malformed
     )
     examples = [
-        tokenize_sft(tokenizer, p, r, T.limits(args))
+        tokenize_sft(tokenizer, p, r, limits(args))
         for p, r in frame.select("prompt", "response").iter_rows()
     ]
     return examples, prompt_groups(frame["prompt"].to_list()), dropped
@@ -64,7 +70,7 @@ def evaluate(model, examples: list[dict], sample: list[int], pad_id: int, args, 
     for start in range(0, len(sample), args.eval_batch_size):
         chunk = [examples[i] for i in sample[start : start + args.eval_batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        with T.autocast(args, device):
+        with autocast(args, device):
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits
@@ -91,19 +97,19 @@ def held_out_evaluation(args, tokenizer, device):
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
-    procs = T.processes()
+    set_kernels(args.deterministic, args.tf32)
+    procs = processes()
     # A batch that does not split into equal micro-batches, or evaluations closer together than a
     # step, stop here, before anything loads.
-    T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
     evaluation_steps(args.eval_every, args.batch_size)
-    tokenizer = T.load_tokenizer(args.model)
+    tokenizer = load_tokenizer(args.model)
     examples, groups, dropped = read_examples(args.data, tokenizer, args)
     evaluate_held_out = held_out_evaluation(args, tokenizer, procs.device)
     inputs = [args.model, args.data, *([args.eval_data] if args.eval_data else [])]
 
     model, checkpoints, metrics, start_step = start_run(args, "sft", inputs, procs)
-    done = supervised_loop.train(
+    done = loop.train(
         args,
         "sft",
         model,
@@ -120,13 +126,13 @@ def main(args: argparse.Namespace) -> None:
     weights = distributed.full_state_dict(model)
 
     if procs.is_main:
-        settings = T.training_settings(args)
-        source = supervised_loop.source_of(args.model)
+        settings = training_settings(args)
+        source = loop.source_of(args.model)
         data_sha256 = sha256_file(args.data)
         held_out_files = [args.eval_data] if args.eval_data else []
         results = {
             "optimizer steps": step,
-            "final loss": supervised_loop.last_loss(metrics.path),
+            "final loss": loop.last_loss(metrics.path),
             **(done.final_eval or {}),
             "processes": procs.world_size,
             "train tokens/s": tokens / max(seconds, 1e-9),

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from amber_repro.data.tokenization import IGNORE_INDEX
-from amber_repro.infrastructure.errors import ConfigError
+from amber_repro.errors import ConfigError
 from amber_repro.training.logprobs import in_length_groups, token_logps
 
 HEAD, CHOSEN, REJECTED, PADDING = 0, 1, 2, -1  # segment of each token of a packed row

@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from amber_repro.infrastructure.settings_eval import LLM360_TASKS
-from amber_repro.infrastructure.settings_types import (
+from amber_repro.config.eval_sections import LLM360_TASKS
+from amber_repro.config.types import (
     PATH_PART,
     HarnessTask,
     HubId,

@@ -11,16 +11,14 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from amber_repro.infrastructure.provenance import (
-    atomic_path,
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import (
     command_line,
     kernel_settings,
     run_context,
-    sha256_file,
     software_versions,
-    write_json,
 )
-from amber_repro.infrastructure.storage import tensor_bytes
+from amber_repro.storage import atomic_path, tensor_bytes, write_json
 
 
 def _hub_model_id(name: str) -> str | None:

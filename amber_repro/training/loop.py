@@ -19,11 +19,18 @@ import torch
 from tqdm import tqdm
 
 from amber_repro.data.tokenization import collate
-from amber_repro.infrastructure.provenance import read_json
+from amber_repro.storage import read_json
 from amber_repro.training import distributed
-from amber_repro.training import training as T
 from amber_repro.training.batch_order import evaluates_before, evaluation_steps, training_batches
 from amber_repro.training.checkpointing import RunCheckpoints
+from amber_repro.training.metrics import MetricsLog
+from amber_repro.training.runtime import autocast
+from amber_repro.training.schedule import (
+    micro_batch_size,
+    micro_batches,
+    optimizer_step,
+    total_steps,
+)
 
 # (logits, labels) of one micro-batch -> its loss, before division by the accumulation steps.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,7 +54,7 @@ def train(
     pad_token_id: int,
     loss_fn: LossFn,
     checkpoints: RunCheckpoints,
-    metrics: T.MetricsLog,
+    metrics: MetricsLog,
     start_step: int,
     groups: list[list[int]] | None = None,
     evaluate: EvaluateFn | None = None,
@@ -60,8 +67,8 @@ def train(
     after the last step. The optimizer and scheduler are the ones `checkpoints` saves and restores.
     """
     _, optimizer, scheduler, procs = checkpoints.training_state
-    micro = T.micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
-    total = T.total_steps(len(examples), args)
+    micro = micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
+    total = total_steps(len(examples), args)
     shuffle = getattr(args, "shuffle", "examples") if groups is not None else "examples"
     groups = groups if groups is not None else [[i] for i in range(len(examples))]
     every = evaluation_steps(args.eval_every, args.batch_size) if evaluate else 0
@@ -83,14 +90,14 @@ def train(
             break
         model.train()
         step_loss = 0.0
-        chunks = T.micro_batches(indices, micro, procs)
+        chunks = micro_batches(indices, micro, procs)
         for index, chunk in enumerate(chunks):
             distributed.gradient_sync(model, index == len(chunks) - 1)
             batch = {
                 k: v.to(procs.device)
                 for k, v in collate([examples[i] for i in chunk], pad_token_id).items()
             }
-            with T.autocast(args, procs.device):
+            with autocast(args, procs.device):
                 logits = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits
@@ -99,7 +106,7 @@ def train(
             loss.backward()
             step_loss += loss.item()
             tokens += int(batch["attention_mask"].sum())
-        grad_norm = T.optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
+        grad_norm = optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
         logged = {
             **distributed.mean_over_processes({"loss": step_loss}),
             "grad_norm": grad_norm,

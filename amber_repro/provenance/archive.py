@@ -1,5 +1,5 @@
 """`python -m amber_repro archive`: one bundle, results/archive/amber-repro-<commit12>.tar.gz, from
-which `python -m amber_repro reproduce` (amber_repro/infrastructure/replay.py) reruns a finished run
+which `python -m amber_repro reproduce` (amber_repro/provenance/replay.py) reruns a finished run
 offline and checks every result against the run's provenance crate.
 
 The bundle (a gzipped tar, members in a fixed order, owners and times normalised):
@@ -39,11 +39,12 @@ from pathlib import Path
 import yaml
 
 from amber_repro import __version__
-from amber_repro.infrastructure.errors import AmberError
-from amber_repro.infrastructure.jobs import JOBS
-from amber_repro.infrastructure.jobs import job as job_kind
-from amber_repro.infrastructure.provenance import atomic_path, sha256_file
-from amber_repro.infrastructure.verify import CRATE_NAME, Crate, comparison
+from amber_repro.config.jobs import JOBS
+from amber_repro.config.jobs import job as job_kind
+from amber_repro.errors import AmberError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.verify import CRATE_NAME, Crate, comparison
+from amber_repro.storage import atomic_path
 
 MANIFEST = "BUNDLE.json"
 FORMAT = "amber-repro bundle 1"

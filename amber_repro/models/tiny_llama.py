@@ -13,10 +13,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import sha256_file
-from amber_repro.infrastructure.settings import TinyModel
-from amber_repro.training.export import model_card, write_model_dir
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import TinyModel
+from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.provenance.hashing import sha256_file
 
 SPECIAL_TOKENS = {
     "unk_token": "<unk>",

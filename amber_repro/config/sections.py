@@ -6,8 +6,7 @@ config/presets/embedded.yaml shrinks the recipe for a laptop or CI, config/confi
 user's own changes. From these classes come the stage's flags and `--help`
 (`configuration.add_settings_arguments`), the flags a rule passes (`configuration.settings_flags`),
 the config schema (config/schema.json) and docs/settings.md. Strings that can reach a command line
-are constrained to the characters they can legitimately hold.
-"""
+are constrained to the characters they can legitimately hold."""
 
 from __future__ import annotations
 
@@ -16,24 +15,17 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     Field,
     StringConstraints,
-    ValidationError,
-    model_validator,
 )
-from pydantic_core import PydanticCustomError
-
-from amber_repro.infrastructure.chat_settings import AmberChatSettings
-from amber_repro.infrastructure.jobs import MULTI_NODE
 
 # Re-exported (stages import them from here): the eval sections and the base types.
-from amber_repro.infrastructure.settings_eval import (  # noqa: F401
+from amber_repro.config.eval_sections import (  # noqa: F401
     EvalSettings,
     GenerationSettings,
     SafetyJudge,
     SafetyPrompts,
     SafetySettings,
 )
-from amber_repro.infrastructure.settings_resources import JobResources, Resources
-from amber_repro.infrastructure.settings_types import (  # noqa: F401
+from amber_repro.config.types import (  # noqa: F401
     NAME,
     PATH_PART,
     HarnessTask,
@@ -224,7 +216,7 @@ ExperimentName = Annotated[str, StringConstraints(pattern=rf"^{NAME}$", max_leng
 class Experiment(Section):
     """A named variant of the DPO stage and its evaluation; the data, the SFT checkpoint and the
     reference log-probs are shared with every other experiment
-    (amber_repro/infrastructure/experiments.py)."""
+    (amber_repro/config/experiments.py)."""
 
     dpo: dict[str, Any] = Field(
         default_factory=dict, description="changes to the dpo settings, e.g. {beta: 0.2}"
@@ -233,158 +225,3 @@ class Experiment(Section):
         default_factory=dict,
         description="changes to eval.batch_size, limit, bootstrap_iters or generations",
     )
-
-
-class Config(Section):
-    """The whole workflow's settings: the recipe, changed by a preset and the user's config.
-
-    Settings that must agree with each other (batch sizes and processes, prompt and total length,
-    nodes and rules, CPUs and processes) are checked together here, before any job starts.
-    """
-
-    preset: Literal["recipe", "embedded"] = Field(
-        "recipe",
-        description="recipe: the published 7B recipe; embedded: tiny model, synthetic data, CPU",
-    )
-    data: DataSettings = Field(default_factory=DataSettings, description="raw data and filtering")
-    base_model: BaseModelSettings = Field(
-        default_factory=BaseModelSettings, description="the model SFT starts from"
-    )
-    tokenization: Tokenization = Field(default_factory=Tokenization, description="truncation")
-    sft: SFTSettings = Field(default_factory=SFTSettings, description="supervised finetuning")
-    reference: ReferenceSettings = Field(
-        default_factory=ReferenceSettings, description="reference log-probs"
-    )
-    dpo: DPOSettings = Field(default_factory=DPOSettings, description="preference optimisation")
-    eval: EvalSettings = Field(default_factory=EvalSettings, description="evaluation")
-    reproducibility: Reproducibility = Field(
-        default_factory=Reproducibility, description="repeatability of GPU runs"
-    )
-    resources: Resources = Field(default_factory=Resources, description="scheduler requests")
-    container: ContainerSettings = Field(
-        default_factory=ContainerSettings, description="the GPU rules' image"
-    )
-    amberchat: AmberChatSettings = Field(
-        default_factory=AmberChatSettings,
-        description="Amber -> AmberChat: instruction finetuning and its evaluation",
-    )
-    experiments: dict[ExperimentName, Experiment] = Field(
-        default_factory=dict,
-        description="named DPO variants sharing everything upstream: name -> {dpo: ..., eval: ...}",
-    )
-
-    @model_validator(mode="after")
-    def _settings_agree(self) -> Config:
-        """Each problem as its own error at the key it names (see `conflicts`)."""
-        problems = conflicts(self)
-        if problems:
-            raise ValidationError.from_exception_data(
-                "Config",
-                [
-                    {
-                        "type": PydanticCustomError(CONFLICT, "{message}", {"message": message}),
-                        "loc": key,
-                        "input": value,
-                    }
-                    for key, value, message in problems
-                ],
-            )
-        return self
-
-
-# --- settings that must agree with each other -----------------------------------------------------
-
-CONFLICT = "settings_conflict"  # the error type; its message already names the key's value
-TRAINING_JOBS = ("sft", "dpo")  # their batch_size is GLOBAL: split over micro-steps and processes
-
-
-def processes_per_node(job: JobResources) -> int:
-    """One process per GPU; a CPU-only job (0 GPUs) runs one process."""
-    return max(1, job.gpus)
-
-
-def _count(n: int, word: str, plural: str = "") -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
-def conflicts(config: Config) -> list[tuple[tuple[str, ...], object, str]]:
-    """(key, its value, message) for every pair of settings that cannot work together."""
-    from amber_repro.infrastructure.experiments import (
-        experiment_conflicts,  # it builds on these classes
-    )
-
-    return [
-        *_tokenization_conflicts(config.tokenization),
-        *_batch_conflicts(config),
-        *batch_conflicts(
-            ("amberchat", "train"), config.amberchat.train, "amberchat", config.resources.amberchat
-        ),
-        *_resource_conflicts(config.resources),
-        *experiment_conflicts(config),
-    ]
-
-
-def _tokenization_conflicts(tokens: Tokenization) -> list:
-    """Keep-start truncation cuts responses to max_length - max_prompt_length: it must be > 0."""
-    if tokens.max_prompt_length < tokens.max_length:
-        return []
-    message = (
-        f"tokenization.max_prompt_length: {tokens.max_prompt_length} is not below "
-        f"tokenization.max_length {tokens.max_length} (a truncated prompt must leave room for "
-        "the response)"
-    )
-    return [(("tokenization", "max_prompt_length"), tokens.max_prompt_length, message)]
-
-
-def _batch_conflicts(config: Config) -> list:
-    """Each process runs equal micro-batches: batch = micro x accumulation x processes
-    (training.micro_batch_size, the GLOBAL convention)."""
-    return [
-        problem
-        for name in TRAINING_JOBS
-        for problem in batch_conflicts(
-            (name,), getattr(config, name), name, getattr(config.resources, name)
-        )
-    ]
-
-
-def batch_conflicts(where: tuple[str, ...], stage: Training, job_name: str, job) -> list:
-    """The batch check of one training stage's settings; `where` is their key ("dpo",)."""
-    processes = processes_per_node(job) * job.nodes
-    key, problems = ".".join(where), []
-    if stage.batch_size % (stage.gradient_accumulation_steps * processes):
-        message = (
-            f"{key}.batch_size: {stage.batch_size} is not divisible by "
-            f"{key}.gradient_accumulation_steps {stage.gradient_accumulation_steps} x "
-            f"{_count(processes, 'process', 'processes')} "
-            f"(resources.{job_name}: {_count(job.gpus, 'GPU')} x {_count(job.nodes, 'node')})"
-        )
-        problems.append(((*where, "batch_size"), stage.batch_size, message))
-    if getattr(stage, "eval_every", stage.batch_size) < stage.batch_size:
-        message = (
-            f"{key}.eval_every: {stage.eval_every} training examples is below {key}.batch_size "
-            f"{stage.batch_size}: evaluations come between optimizer steps"
-        )
-        problems.append(((*where, "eval_every"), stage.eval_every, message))
-    return problems
-
-
-def _resource_conflicts(resources: Resources) -> list:
-    """Only the torchrun rules span nodes, and each of their processes needs a core."""
-    problems = []
-    for name in Resources.model_fields:
-        job: JobResources = getattr(resources, name)
-        if job.nodes > 1 and name not in MULTI_NODE:
-            message = (
-                f"resources.{name}.nodes: {job.nodes}, but only "
-                f"{', '.join(sorted(MULTI_NODE))} run on several nodes"
-            )
-            problems.append((("resources", name, "nodes"), job.nodes, message))
-        if name in MULTI_NODE and job.cpus < processes_per_node(job):
-            message = (
-                f"resources.{name}.cpus: {job.cpus} is fewer than the "
-                f"{processes_per_node(job)} processes per node (resources.{name}.gpus "
-                f"{job.gpus}): each process needs a core"
-            )
-            problems.append((("resources", name, "cpus"), job.cpus, message))
-    return problems

@@ -1,6 +1,6 @@
 """What a run made, as its provenance crate records it, and how a replay's files are compared to it.
 
-The crate (results/ro-crate-metadata.json, amber_repro/infrastructure/crate.py) is read by its
+The crate (results/ro-crate-metadata.json, amber_repro/provenance/crate.py) is read by its
 conventions: File entities are named by their path relative to results/ and carry `sha256`; the
 root's `mentions` holds "#run" and then one CreateAction per job in DAG order, whose `result` lists
 the files it made; the run's settings are PropertyValues linked from "#run" ("config", "git_commit",
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from amber_repro.infrastructure.errors import AmberError
-from amber_repro.infrastructure.provenance import sha256_file
+from amber_repro.errors import AmberError
+from amber_repro.provenance.hashing import sha256_file
 
 CRATE_NAME = "ro-crate-metadata.json"
 RECORD = "record (not compared: holds timings)"

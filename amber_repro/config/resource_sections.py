@@ -1,5 +1,5 @@
 """The `resources` section: what each job asks the scheduler for. One field per rule of
-amber_repro/infrastructure/jobs.py that has a size, with that size as its default (the 7B recipe's,
+amber_repro/config/jobs.py that has a size, with that size as its default (the 7B recipe's,
 on 8-GPU nodes). Kept apart from settings.py, which imports it into the one Config."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import dataclasses
 
 from pydantic import Field, create_model
 
-from amber_repro.infrastructure.jobs import MULTI_NODE, SIZED, Size
-from amber_repro.infrastructure.settings_types import Section
+from amber_repro.config.jobs import MULTI_NODE, SIZED, Size
+from amber_repro.config.types import Section
 
 
 class JobResources(Section):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import sha256_file
+from amber_repro.errors import DataError
+from amber_repro.provenance.hashing import sha256_file
 
 # The raw v0 columns each row's two labelled responses come from.
 LABELLED = (("response_0", "is_response_0_safe"), ("response_1", "is_response_1_safe"))

@@ -229,7 +229,7 @@ def job(rule: str) -> Job:
     try:
         return BY_RULE[rule]
     except KeyError:
-        raise KeyError(f"rule {rule} is not in amber_repro/infrastructure/jobs.py") from None
+        raise KeyError(f"rule {rule} is not in amber_repro/config/jobs.py") from None
 
 
 def rules(**wanted) -> set[str]:

@@ -32,8 +32,16 @@ from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from amber_repro import __version__
-from amber_repro.infrastructure import provenance
-from amber_repro.infrastructure.errors import AmberError
+from amber_repro.errors import AmberError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import (
+    REPO_DIR,
+    config_sha256,
+    cpu_model,
+    hardware,
+    run_context,
+)
+from amber_repro.storage import read_json, write_json
 
 WFRUN = "https://w3id.org/ro/terms/workflow-run"  # the Workflow Run Crate terms (ContainerImage)
 PROFILES = {
@@ -62,7 +70,7 @@ FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
 @functools.cache
 def sha256_of(path: Path) -> str:
     """Each file is read once, however many jobs name it (a .sif image included)."""
-    return provenance.sha256_file(path)
+    return sha256_file(path)
 
 
 def expand(paths: list[str], missing_ok: bool = True) -> list[Path]:
@@ -114,7 +122,7 @@ def modified_at(files: list[Path]) -> str | None:
 
 def read_record(path: Path) -> dict:
     try:
-        record = provenance.read_json(path)
+        record = read_json(path)
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -241,7 +249,7 @@ def workflow_file(crate, results: Path):
     is a relative path that leaves the crate root, e.g. "../Snakefile")."""
     from importlib.metadata import version
 
-    snakefile = provenance.REPO_DIR / "Snakefile"
+    snakefile = REPO_DIR / "Snakefile"
     url = {"@id": "https://snakemake.github.io"}
     language = entity(crate, SNAKEMAKE, "ComputerLanguage", name="Snakemake", url=url)
     language["version"] = version("snakemake")
@@ -259,11 +267,11 @@ def workflow_file(crate, results: Path):
 
 
 def host_hardware() -> dict:
-    """provenance.hardware() of the host that builds the crate; without an NVIDIA driver there is
+    """hardware() of the host that builds the crate; without an NVIDIA driver there is
     no GPU to find, and importing torch to find none would cost a second."""
     if shutil.which("nvidia-smi") is None:
-        return {"cpu": provenance.cpu_model(), "cpus": os.cpu_count(), "gpus": []}
-    return provenance.hardware()
+        return {"cpu": cpu_model(), "cpus": os.cpu_count(), "gpus": []}
+    return hardware()
 
 
 def downloaded_or_tiny(results: Path, names: list[str]) -> dict:
@@ -291,12 +299,12 @@ def base_model_record(config: dict, results: Path) -> dict:
 
 def run_facts(config: dict, results: Path) -> dict:
     """The run context: commit, dirty flag, diff hash, config hash, lock hash, sources, hardware."""
-    context = provenance.run_context()
+    context = run_context()
     data = first_record(results, [DATA_SOURCE])
     model = base_model_record(config, results)
     data_files = {f.name: sha256_of(f) for f in sorted((results / RAW_DIR).glob("*.parquet"))}
     return {
-        "config_sha256": provenance.config_sha256(config),
+        "config_sha256": config_sha256(config),
         **{k: context.get(k) for k in ("git_commit", "git_dirty", "git_diff_sha256")},
         "lock_sha256": context.get("lock_sha256"),
         **{f"data_{k}": data.get(k) for k in ("kind", "dataset", "revision", "commit")},
@@ -361,5 +369,29 @@ def main(args: argparse.Namespace) -> None:
         raise AmberError(f"{args.results}: no such folder")
     jobs, config = json.loads(args.jobs_json), json.loads(args.config_json)
     crate = build_crate(args.results, jobs, config)
-    provenance.write_json(args.out, crate.metadata.generate())
+    write_json(args.out, crate.metadata.generate())
     print(f"wrote {args.out} ({len(crate.data_entities)} files, {len(jobs)} jobs)")
+
+
+def dag_order(jobs: list[dict]) -> list[dict]:
+    """The jobs (each with "inputs" and "outputs" paths) reordered so that every job comes after
+    the jobs making its inputs, otherwise keeping their order: the crate lists them so. An input
+    inside an output folder counts as that folder's. A cycle (impossible in a Snakemake DAG) is
+    an error naming the jobs left."""
+    maker = {Path(path): i for i, job in enumerate(jobs) for path in job["outputs"]}
+
+    def makers(job: dict) -> set[int]:
+        found = set()
+        for path in map(Path, job["inputs"]):
+            found |= {maker[p] for p in (path, *path.parents) if p in maker}
+        return found
+
+    needs = [makers(job) - {i} for i, job in enumerate(jobs)]
+    placed: list[int] = []
+    while len(placed) < len(jobs):
+        ready = [i for i in range(len(jobs)) if i not in placed and needs[i] <= set(placed)]
+        if not ready:
+            left = [jobs[i]["job"] for i in range(len(jobs)) if i not in placed]
+            raise ValueError(f"the jobs {left} depend on each other in a cycle")
+        placed.append(ready[0])
+    return [jobs[i] for i in placed]

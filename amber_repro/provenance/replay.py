@@ -1,4 +1,4 @@
-"""`python -m amber_repro reproduce`: rerun an archived run (amber_repro/infrastructure/archive.py)
+"""`python -m amber_repro reproduce`: rerun an archived run (amber_repro/provenance/archive.py)
 from its bundle in a fresh folder, offline, and check every result against the run's crate.
 
   1. unpack into DIR (which must be empty), check the members against BUNDLE.json (a changed member
@@ -12,7 +12,7 @@ from its bundle in a fresh folder, offline, and check every result against the r
      DIR/code/results, newer than the code so that Snakemake keeps them;
   5. run the DAG job by job in the crate's order with config/run.yaml and the hub switched off
      (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE), each job's outputs as targets, and
-     verify them at once (amber_repro/infrastructure/verify.py): the first artifact that differs
+     verify them at once (amber_repro/provenance/verify.py): the first artifact that differs
      ends the replay (exit 1), unless --tolerance is given, which compares numbers instead and goes
      on.
 """
@@ -32,11 +32,12 @@ from pathlib import Path
 
 import yaml
 
-from amber_repro.infrastructure.archive import MANIFEST, RESTORED_RULES, git
-from amber_repro.infrastructure.errors import AmberError
-from amber_repro.infrastructure.jobs import BY_RULE
-from amber_repro.infrastructure.provenance import RUN_ENV, sha256_file
-from amber_repro.infrastructure.verify import (
+from amber_repro.config.jobs import BY_RULE
+from amber_repro.errors import AmberError
+from amber_repro.provenance.archive import MANIFEST, RESTORED_RULES, git
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import RUN_ENV
+from amber_repro.provenance.verify import (
     CRATE_NAME,
     Crate,
     Row,

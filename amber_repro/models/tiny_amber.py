@@ -20,10 +20,10 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amber_repro.infrastructure.chat_settings import ChatTokenizer
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import AmberError
-from amber_repro.infrastructure.settings import TinyModel
+from amber_repro.config.chat_sections import ChatTokenizer
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.sections import TinyModel
+from amber_repro.errors import AmberError
 
 # LLaMA's tokenizer.model, as its ModelProto prints (trainer_spec, normalizer_spec): BPE with byte
 # fallback, digits split, whitespace kept as is (identity normalization, no whitespace cleanup).
@@ -184,9 +184,9 @@ def main(args: argparse.Namespace) -> None:
     from itertools import chain
 
     from amber_repro.data.chat_sources import raw_texts
-    from amber_repro.infrastructure.provenance import sha256_file
-    from amber_repro.training.base_model import build_model
-    from amber_repro.training.export import model_card, write_model_dir
+    from amber_repro.models.export import model_card, write_model_dir
+    from amber_repro.models.tiny_llama import build_model
+    from amber_repro.provenance.hashing import sha256_file
 
     legacy = DEFAULT_LEGACY if args.legacy is None else args.legacy
     settings = {k: v for k, v in vars(args).items() if k not in {"texts", "out_dir", "stage"}}

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from amber_repro.infrastructure.settings_types import (
+from amber_repro.config.types import (
     HarnessTask,
     HubId,
     PortablePath,

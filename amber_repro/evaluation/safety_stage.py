@@ -21,18 +21,13 @@ from statistics import NormalDist
 
 import polars as pl
 
-from amber_repro.evaluation.safety_judge import ClassifierJudge, Verdict, beaver_dam_verdicts
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.errors import DataError
-from amber_repro.infrastructure.provenance import (
-    command_line,
-    read_json,
-    run_context,
-    sha256_file,
-    software_versions,
-    write_json,
-)
-from amber_repro.infrastructure.settings import SafetyJudge, SafetySettings
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.eval_sections import SafetyJudge, SafetySettings
+from amber_repro.errors import DataError
+from amber_repro.evaluation.judges import ClassifierJudge, Verdict, beaver_dam_verdicts
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import command_line, run_context, software_versions
+from amber_repro.storage import read_json, write_json
 
 
 def wilson_interval(successes: int, total: int, confidence: float) -> tuple[float, float]:

@@ -28,24 +28,19 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.eval_sections import EvalSettings
+from amber_repro.config.sections import DataSettings, DPOSettings, Reproducibility, Tokenization
+from amber_repro.data.tokenization import Limits
 from amber_repro.evaluation.safety_task import SAFETY_TASK, safety_task
-from amber_repro.infrastructure.configuration import add_settings_arguments
-from amber_repro.infrastructure.provenance import (
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.run_context import (
     command_line,
     kernel_settings,
     run_context,
-    sha256_file,
     software_versions,
-    write_json,
 )
-from amber_repro.infrastructure.settings import (
-    DataSettings,
-    DPOSettings,
-    EvalSettings,
-    Reproducibility,
-    Tokenization,
-)
-from amber_repro.training import training as T
+from amber_repro.storage import write_json
 from amber_repro.training.losses import preference_loss, reward_metrics
 from amber_repro.training.pairs import (
     PAIR_TEXT,
@@ -54,6 +49,7 @@ from amber_repro.training.pairs import (
     read_reference_logps,
     tokenize_pairs,
 )
+from amber_repro.training.runtime import load_model, load_tokenizer, processes, set_kernels
 
 
 def safety_task_config(pairs_path: Path, work_dir: Path) -> dict:
@@ -102,7 +98,7 @@ def harness_results(
         backend="causal",
         dtype=HARNESS_DTYPES[args.precision],
         batch_size=args.batch_size,
-        device=str(T.processes().device),
+        device=str(processes().device),
         trust_remote_code=False,
     )
     scores, versions = {}, {}
@@ -131,16 +127,16 @@ def harness_results(
 @torch.no_grad()
 def dpo_rewards(model_path: Path, pairs_path: Path, ref_path: Path, args) -> dict:
     """Implicit rewards beta * (policy - reference) of the DPO model over every held-out pair."""
-    procs = T.processes()
-    model = T.load_model(model_path, torch.float32, procs.device).eval()
-    tokenizer = T.load_tokenizer(model_path)
+    procs = processes()
+    model = load_model(model_path, torch.float32, procs.device).eval()
+    tokenizer = load_tokenizer(model_path)
     frame = pl.read_parquet(pairs_path)
     reference = read_reference_logps(ref_path, frame)
     ref = torch.tensor(
         reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
         dtype=torch.float32,
     )
-    pairs = tokenize_pairs(tokenizer, frame, T.Limits(args.max_length, args.max_prompt_length))
+    pairs = tokenize_pairs(tokenizer, frame, Limits(args.max_length, args.max_prompt_length))
     chosen, rejected = [], []
     for start in range(0, len(pairs), args.batch_size):
         c, r = concatenated_logps(
@@ -207,7 +203,7 @@ def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]
     whose text holds the EOS token refused or, with data.on_malformed: drop, dropped)."""
     frame, dropped = drop_or_refuse_eos(
         pl.read_parquet(args.pairs),
-        T.load_tokenizer(model_path),
+        load_tokenizer(model_path),
         args.pairs,
         PAIR_TEXT,
         args.on_malformed,
@@ -221,7 +217,7 @@ def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]
 
 
 def main(args: argparse.Namespace) -> None:
-    T.set_kernels(args.deterministic, args.tf32)
+    set_kernels(args.deterministic, args.tf32)
     started = time.perf_counter()
     models = dict(item.split("=", 1) for item in args.model)
     pairs_path, dropped = usable_pairs(args, Path(next(iter(models.values()))))

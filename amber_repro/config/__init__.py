@@ -1,0 +1,1 @@
+"""The settings: schema, loading, cross-key checks, flags, jobs."""

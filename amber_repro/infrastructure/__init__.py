@@ -1,1 +1,0 @@
-"""Infrastructure: settings and configuration, provenance, storage, crates and archives."""

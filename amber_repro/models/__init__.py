@@ -1,0 +1,1 @@
+"""Models built (the tiny embedded ones) or fetched (hub), and saved."""

@@ -1,0 +1,1 @@
+"""How each output was made: hashes, run context, crate, archive, replay."""
