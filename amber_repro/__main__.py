@@ -21,7 +21,7 @@ from amber_repro.errors import AmberError
 class Stage(NamedTuple):
     module: str  # under amber_repro.
     add_arguments: str  # module function that declares the stage's flags on its parser
-    main: str  # module function that runs it with the parsed flags
+    main: str  # module function that runs it: main(args, *sections), sections typed and checked
     help: str
 
 
@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None, on_imported: Callable[[], None] | None =
         module = stage_module(spec)
         if on_imported is not None:
             on_imported()
-        check_settings(args)
-        getattr(module, spec.main)(args)
+        getattr(module, spec.main)(args, *check_settings(args))
     except AmberError as error:
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)

@@ -127,7 +127,7 @@ def training_mode(mode: str, shape, device, args) -> dict:
             model.train()
             for index in range(accumulation):
                 distributed.gradient_sync(model, index == accumulation - 1)
-                with autocast(run, device):
+                with autocast(run.precision, device):
                     if stage == "sft":
                         ids, mask, labels = tensors(
                             data[index * micro : (index + 1) * micro], device
@@ -186,7 +186,7 @@ def chat_step(shape, device, args) -> dict:
         for index in range(2):
             distributed.gradient_sync(model, index == 1)
             batch = ids[2 * index : 2 * index + 2]
-            with autocast(run, device):
+            with autocast(run.precision, device):
                 logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
             # chat_sft.token_mean_loss (that module needs polars): every token trained here.
             loss = -sequence_logps(logits, batch).sum() / (batch.shape[0] * (length - 1))

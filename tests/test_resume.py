@@ -254,6 +254,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     pipeline, tmp_path, monkeypatch
 ):
     from amber_repro import __main__ as cli
+    from amber_repro.config.cli import check_settings
     from amber_repro.training import sft
 
     calls = {"n": 0}
@@ -270,7 +271,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     argv = [str(a) for a in stage_command("sft", pipeline, tmp_path)[3:]]
     args = cli.build_parser("sft").parse_args(argv)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6") as stop:
-        sft.main(args)
+        sft.main(args, *check_settings(args))
     saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
     assert saved["step"] == 4
     assert f"Kept the last checkpoint, {tmp_path / 'state/checkpoint'} at optimizer step 4" in str(

@@ -13,19 +13,13 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from amber_repro.config.sections import Reproducibility, Tokenization, Training
 from amber_repro.config.types import _is_model
-from amber_repro.data.tokenization import Limits
 from amber_repro.errors import ConfigError
 
 
-def add_training_arguments(
-    parser: argparse.ArgumentParser,
-    settings: type[Training],
-    sections: tuple = (Tokenization, Reproducibility),
-) -> None:
-    """A training stage's paths, its settings (defaults: the recipe's) and the tokenization's
-    (AmberChat, which truncates its own way, passes other `sections`)."""
+def add_training_arguments(parser: argparse.ArgumentParser, *specs) -> None:
+    """A training stage's paths, a smoke-run limit and its settings `specs` (as for
+    add_settings_arguments; defaults: the recipe's)."""
     parser.add_argument(
         "--model", type=Path, required=True, help="save_pretrained folder to start from"
     )
@@ -41,21 +35,24 @@ def add_training_arguments(
         default=None,
         help="stop after this many optimizer steps (smoke runs)",
     )
-    add_settings_arguments(parser, settings, *sections)
+    add_settings_arguments(parser, *specs)
 
 
-def training_settings(args: argparse.Namespace) -> dict:
-    """The settings that decide a run's result (paths and checkpoint cadence excluded)."""
-    excluded = {"model", "out_dir", "state_dir", "checkpoint_every", "stage"}
-    return {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in sorted(vars(args).items())
-        if k not in excluded
-    }
+# What a training run's settings leave out: where it reads and writes, and how often it saves.
+NOT_RESULT_SETTINGS = frozenset({"model", "out_dir", "state_dir", "checkpoint_every", "stage"})
 
 
-def limits(args: argparse.Namespace) -> Limits:
-    return Limits(args.max_length, args.max_prompt_length)
+def run_settings(
+    args: argparse.Namespace, specs: tuple, sections, excluded=NOT_RESULT_SETTINGS
+) -> dict:
+    """A stage's settings and options as its records hold them, sorted by name: the values of
+    every flag the stage declared (`specs`, as given to add_settings_arguments, with the `sections`
+    main received) and its other options and inputs (paths as text), less `excluded` (by default
+    what does not decide a training run's result, as its checkpoint fingerprint needs)."""
+    merged = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for (model, only), section in zip(map(_spec, specs), sections, strict=True):
+        merged.update({name: getattr(section, name) for name, _ in _flag_fields(model, only)})
+    return {k: v for k, v in sorted(merged.items()) if k not in excluded}
 
 
 # Where a stage's parser keeps the settings sections it declared.
@@ -117,9 +114,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *specs) -> None:
                 )
 
 
-def check_settings(args: argparse.Namespace) -> None:
-    """Check the flags of the sections the stage's parser declared; removes the declaration."""
-    settings_from_args(args, *vars(args).pop(SPECS_KEY, ()))
+def check_settings(args: argparse.Namespace) -> list[BaseModel]:
+    """The typed sections the stage's parser declared, built from their flags and checked, in the
+    order declared: what the stage's main receives after `args`. Their flags leave `args`, which
+    keeps the stage's paths and other options."""
+    specs = vars(args).pop(SPECS_KEY, ())
+    sections = settings_from_args(args, *specs)
+    for model, only in map(_spec, specs):
+        for name, _ in _flag_fields(model, only):
+            delattr(args, name)
+    return sections
 
 
 def settings_from_args(args: argparse.Namespace, *specs) -> list[BaseModel]:

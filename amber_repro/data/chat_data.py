@@ -205,8 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, (ChatDataSettings, ("seed", "max_length", "held_out")))
 
 
-def main(args: argparse.Namespace) -> None:
-    settings = ChatDataSettings(seed=args.seed, max_length=args.max_length, held_out=args.held_out)
+def main(args: argparse.Namespace, settings: ChatDataSettings) -> None:
     sources = {name: tuple(getattr(args, name)) for name in SOURCE_SCHEMAS}
     manifest = build_conversations(sources, args.tokenizer, args.out_dir, settings)
     for split, counts in manifest["splits"].items():

@@ -172,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, ChatSyntheticData)
 
 
-def main(args: argparse.Namespace) -> None:
-    records = synthesize(args.out_dir, args.seed, args.conversations)
+def main(args: argparse.Namespace, synthetic: ChatSyntheticData) -> None:
+    records = synthesize(args.out_dir, synthetic.seed, synthetic.conversations)
     counts = {name: record["conversations"] for name, record in records.items()}
     print(f"wrote synthetic conversations {counts} to {args.out_dir}")

@@ -65,8 +65,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True)
 
 
-def main_data(args: argparse.Namespace) -> None:
+def main_data(args: argparse.Namespace, hub: HubDataset) -> None:
     pairs = args.split or ["train=train", "test=test"]
     splits = dict(pair.split("=", 1) for pair in pairs)
-    source = download_dataset(args.dataset, args.revision, splits, args.out_dir)
-    print(f"downloaded {args.dataset}@{source['commit']} rows {source['rows']} to {args.out_dir}")
+    source = download_dataset(hub.dataset, hub.revision, splits, args.out_dir)
+    print(f"downloaded {hub.dataset}@{source['commit']} rows {source['rows']} to {args.out_dir}")

@@ -195,8 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, (DataSettings, ("on_malformed",)))
 
 
-def main(args: argparse.Namespace) -> None:
-    manifest = run_filter(args.raw, args.source, args.out_dir, args.on_malformed)
+def main(args: argparse.Namespace, data: DataSettings) -> None:
+    manifest = run_filter(args.raw, args.source, args.out_dir, data.on_malformed)
     for split, counts in manifest["splits"].items():
         print(
             f"{split}: read {counts['rows_read']}, kept {counts['rows_kept']} pairs, "

@@ -23,6 +23,9 @@ def add_prompts_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True)
 
 
-def main_prompts(args: argparse.Namespace) -> None:
-    source = download_dataset(args.dataset, args.revision, {"prompts": args.split}, args.out_dir)
-    print(f"downloaded {args.dataset}@{source['commit']} rows {source['rows']} to {args.out_dir}")
+def main_prompts(args: argparse.Namespace, prompts: SafetyPrompts) -> None:
+    splits = {"prompts": prompts.split}
+    source = download_dataset(prompts.dataset, prompts.revision, splits, args.out_dir)
+    print(
+        f"downloaded {prompts.dataset}@{source['commit']} rows {source['rows']} to {args.out_dir}"
+    )

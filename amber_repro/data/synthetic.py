@@ -118,8 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, SyntheticData)
 
 
-def main(args: argparse.Namespace) -> None:
-    source = synthesize(args.out_dir, args.seed, {"train": args.train_rows, "test": args.test_rows})
+def main(args: argparse.Namespace, synthetic: SyntheticData) -> None:
+    rows = {"train": synthetic.train_rows, "test": synthetic.test_rows}
+    source = synthesize(args.out_dir, synthetic.seed, rows)
     held_out = source["statistics"]["held_out"]
     seen = ", ".join(
         f"{k} {v['seen_in_train']} of {v['distinct']}" for k, v in held_out.items() if k != "pairs"

@@ -26,7 +26,7 @@ from amber_repro.config.chat_sections import (
     ChatTokenizer,
     ChatTrainSettings,
 )
-from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.cli import add_settings_arguments, run_settings
 from amber_repro.config.sections import Reproducibility
 from amber_repro.data.chat_template import generation_prompt, preprocess, render_prompt
 from amber_repro.data.tokenization import IGNORE_INDEX, collate
@@ -46,17 +46,17 @@ from amber_repro.training.runtime import load_model, processes, set_kernels
 
 
 @torch.no_grad()
-def heldout_loss(model, tokenizer, conversations, args, device) -> dict:
+def heldout_loss(model, tokenizer, conversations, model_max_length, batch_size, device) -> dict:
     """Mean negative log-likelihood per trained token over every held-out conversation, masked as
     in training (FastChat's preprocess: assistant answers and their </s> only)."""
-    chat = preprocess(conversations, tokenizer, args.model_max_length)
+    chat = preprocess(conversations, tokenizer, model_max_length)
     examples = [
         {"input_ids": ids, "labels": labels}
         for ids, labels in zip(chat.input_ids, chat.labels, strict=True)
     ]
     nll, tokens = 0.0, 0
-    for start in range(0, len(examples), args.batch_size):
-        batch = collate(examples[start : start + args.batch_size], tokenizer.pad_token_id)
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         nll -= float(sequence_logps(logits, batch["labels"]).sum())
@@ -109,20 +109,26 @@ def generation_items(frame: pl.DataFrame, count: int) -> list[dict]:
     return items
 
 
-def evaluate_model(name: str, path: Path, frame, items, tasks, args) -> dict:
-    """One model: harness tasks, held-out loss, and its answers (added to `items`)."""
+def evaluate_model(name: str, path: Path, frame, items, tasks, sections) -> dict:
+    """One model: harness tasks, held-out loss, and its answers (added to `items`); `sections`
+    are main's."""
+    harness, generations, train, chat_tokenizer, _ = sections
     device = processes().device
     entry: dict = {
         "path": str(path),
         "weights_sha256": {p.name: sha256_file(p) for p in sorted(path.glob("*.safetensors"))},
     }
     if tasks:
-        entry["tasks"], entry["task_versions"] = harness_results(path, tasks, args)
-    tokenizer = load_tokenizer(path, args.legacy, args.model_max_length)
+        entry["tasks"], entry["task_versions"] = harness_results(path, tasks, harness)
+    tokenizer = load_tokenizer(path, chat_tokenizer.legacy, train.model_max_length)
     model = load_model(path, torch.float32, device).eval()
     if frame.height:
-        entry["heldout"] = heldout_loss(model, tokenizer, frame["turns"].to_list(), args, device)
-    texts = answers(model, tokenizer, [i["prompt"] for i in items], args.max_new_tokens, device)
+        conversations = frame["turns"].to_list()
+        entry["heldout"] = heldout_loss(
+            model, tokenizer, conversations, train.model_max_length, harness.batch_size, device
+        )
+    prompts = [i["prompt"] for i in items]
+    texts = answers(model, tokenizer, prompts, generations.max_new_tokens, device)
     for item, text in zip(items, texts, strict=True):
         item["answers"][name] = text
     return entry
@@ -131,6 +137,16 @@ def evaluate_model(name: str, path: Path, frame, items, tasks, args) -> dict:
 def preprocess_check(conversations) -> None:
     for turns in conversations:
         render_prompt(turns)
+
+
+# The settings main receives, in this order.
+SECTIONS = (
+    (ChatEvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
+    ChatGenerations,
+    (ChatTrainSettings, ("model_max_length",)),
+    (ChatTokenizer, ("legacy",)),
+    Reproducibility,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,48 +163,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task", action="append", default=[], metavar="NAME[:SHOTS]", help="an lm-eval task"
     )
-    add_settings_arguments(
-        parser,
-        (ChatEvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
-        ChatGenerations,
-        (ChatTrainSettings, ("model_max_length",)),
-        (ChatTokenizer, ("legacy",)),
-        Reproducibility,
-    )
+    add_settings_arguments(parser, *SECTIONS)
     parser.add_argument("--out", type=Path, required=True, help="eval.json")
 
 
-def main(args: argparse.Namespace) -> None:
-    set_kernels(args.deterministic, args.tf32)
+def main(
+    args: argparse.Namespace,
+    harness: ChatEvalSettings,
+    generations: ChatGenerations,
+    train: ChatTrainSettings,
+    chat_tokenizer: ChatTokenizer,
+    repro: Reproducibility,
+) -> None:
+    sections = (harness, generations, train, chat_tokenizer, repro)
+    set_kernels(repro.deterministic, repro.tf32)
     started = time.perf_counter()
     models = {name: Path(path) for name, path in (m.split("=", 1) for m in args.model)}
     frame = pl.read_parquet(args.conversations)
     with naming(args.conversations):
         # Every conversation is rendered before any model loads: a bad one stops the stage here.
         preprocess_check(read_conversations(args.conversations))
-        items = generation_items(frame, args.prompts)
+        items = generation_items(frame, generations.prompts)
     tasks = [parse_task(task) for task in args.task]
     report: dict = {"schema_version": 1, "models": {}}
     seconds = {}
     for name, path in models.items():
         began = time.perf_counter()
-        report["models"][name] = evaluate_model(name, path, frame, items, tasks, args)
+        report["models"][name] = evaluate_model(name, path, frame, items, tasks, sections)
         seconds[name] = round(time.perf_counter() - began, 3)
         heldout = report["models"][name].get("heldout") or {}
         print(f"{name}: held-out assistant-token loss {heldout.get('loss')}")
     report["generations"] = {
         "template": TEMPLATE,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": generations.max_new_tokens,
         "items": items,
     }
     software = software_versions()
     report["kernels"] = kernel_settings()
     report["versions"] = {"lm_eval": software.get("lm_eval"), "software": software}
-    report["config"] = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in sorted(vars(args).items())
-        if k not in {"out", "stage"}
-    }
+    report["config"] = run_settings(args, SECTIONS, sections, {"out", "stage"})
     report["run"] = run_context()
     report["inputs"] = {str(args.conversations): sha256_file(args.conversations)}
     report["timing"] = {

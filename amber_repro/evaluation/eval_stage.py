@@ -28,7 +28,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.cli import add_settings_arguments, run_settings
 from amber_repro.config.eval_sections import EvalSettings
 from amber_repro.config.sections import DataSettings, DPOSettings, Reproducibility, Tokenization
 from amber_repro.data.tokenization import Limits
@@ -84,9 +84,11 @@ def metric_name(key: str) -> str:
 
 
 def harness_results(
-    model_path: Path, tasks: list[tuple[str | dict, int]], args
+    model_path: Path, tasks: list[tuple[str | dict, int]], harness
 ) -> tuple[dict, dict]:
-    """Run lm-eval's simple_evaluate for each (task, shots) on one saved checkpoint.
+    """Run lm-eval's simple_evaluate for each (task, shots) on one saved checkpoint, with the
+    harness settings (precision, batch_size, limit, bootstrap_iters) of EvalSettings or
+    ChatEvalSettings.
 
     Returns ({task: {metric: value, num_fewshot, samples}}, {task: version}).
     """
@@ -96,8 +98,8 @@ def harness_results(
     lm = HFLM(
         pretrained=str(model_path),
         backend="causal",
-        dtype=HARNESS_DTYPES[args.precision],
-        batch_size=args.batch_size,
+        dtype=HARNESS_DTYPES[harness.precision],
+        batch_size=harness.batch_size,
         device=str(processes().device),
         trust_remote_code=False,
     )
@@ -107,9 +109,9 @@ def harness_results(
             model=lm,
             tasks=[task],
             num_fewshot=shots,
-            limit=args.limit,
+            limit=harness.limit,
             log_samples=False,
-            bootstrap_iters=args.bootstrap_iters,
+            bootstrap_iters=harness.bootstrap_iters,
         )
         for name, metrics in output["results"].items():
             entry = {
@@ -125,7 +127,9 @@ def harness_results(
 
 
 @torch.no_grad()
-def dpo_rewards(model_path: Path, pairs_path: Path, ref_path: Path, args) -> dict:
+def dpo_rewards(
+    model_path: Path, pairs_path: Path, ref_path: Path, dpo: DPOSettings, tokens, batch_size: int
+) -> dict:
     """Implicit rewards beta * (policy - reference) of the DPO model over every held-out pair."""
     procs = processes()
     model = load_model(model_path, torch.float32, procs.device).eval()
@@ -136,11 +140,11 @@ def dpo_rewards(model_path: Path, pairs_path: Path, ref_path: Path, args) -> dic
         reference.select("reference_chosen_logps", "reference_rejected_logps").to_numpy(),
         dtype=torch.float32,
     )
-    pairs = tokenize_pairs(tokenizer, frame, Limits(args.max_length, args.max_prompt_length))
+    pairs = tokenize_pairs(tokenizer, frame, Limits(tokens.max_length, tokens.max_prompt_length))
     chosen, rejected = [], []
-    for start in range(0, len(pairs), args.batch_size):
+    for start in range(0, len(pairs), batch_size):
         c, r = concatenated_logps(
-            model, pairs[start : start + args.batch_size], tokenizer.pad_token_id, procs.device
+            model, pairs[start : start + batch_size], tokenizer.pad_token_id, procs.device
         )
         chosen.append(c.cpu())
         rejected.append(r.cpu())
@@ -149,15 +153,25 @@ def dpo_rewards(model_path: Path, pairs_path: Path, ref_path: Path, args) -> dic
         torch.cat(rejected),
         ref[:, 0],
         ref[:, 1],
-        beta=args.beta,
-        loss_type=args.loss,
+        beta=dpo.beta,
+        loss_type=dpo.loss,
     )
     return {
         **reward_metrics(chosen_rewards, rejected_rewards),
         "pairs": len(pairs),
-        "beta": args.beta,
-        "loss_type": args.loss,
+        "beta": dpo.beta,
+        "loss_type": dpo.loss,
     }
+
+
+# The settings main receives, in this order.
+SECTIONS = (
+    (EvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
+    (DPOSettings, ("beta", "loss")),
+    (DataSettings, ("on_malformed",)),
+    Tokenization,
+    Reproducibility,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,50 +198,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME[:SHOTS]",
         help="an lm-eval task (repeatable)",
     )
-    add_settings_arguments(
-        parser,
-        (EvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
-        (DPOSettings, ("beta", "loss")),
-        (DataSettings, ("on_malformed",)),
-        Tokenization,
-        Reproducibility,
-    )
+    add_settings_arguments(parser, *SECTIONS)
     parser.add_argument(
         "--work-dir", type=Path, required=True, help="scratch space (the safety task's documents)"
     )
     parser.add_argument("--out", type=Path, required=True, help="eval.json")
 
 
-def usable_pairs(args: argparse.Namespace, model_path: Path) -> tuple[Path, int]:
+def usable_pairs(
+    pairs: Path, work_dir: Path, on_malformed: str, model_path: Path
+) -> tuple[Path, int]:
     """The held-out pairs every metric is computed on: those ref-logps and DPO used too (rows
     whose text holds the EOS token refused or, with data.on_malformed: drop, dropped)."""
     frame, dropped = drop_or_refuse_eos(
-        pl.read_parquet(args.pairs),
-        load_tokenizer(model_path),
-        args.pairs,
-        PAIR_TEXT,
-        args.on_malformed,
+        pl.read_parquet(pairs), load_tokenizer(model_path), pairs, PAIR_TEXT, on_malformed
     )
     if not dropped:
-        return args.pairs, 0
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    kept = args.work_dir / "pairs-usable.parquet"
+        return pairs, 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    kept = work_dir / "pairs-usable.parquet"
     frame.write_parquet(kept)
     return kept, dropped
 
 
-def main(args: argparse.Namespace) -> None:
-    set_kernels(args.deterministic, args.tf32)
+def main(
+    args: argparse.Namespace,
+    harness: EvalSettings,
+    dpo: DPOSettings,
+    data: DataSettings,
+    tokens: Tokenization,
+    repro: Reproducibility,
+) -> None:
+    set_kernels(repro.deterministic, repro.tf32)
     started = time.perf_counter()
     models = dict(item.split("=", 1) for item in args.model)
-    pairs_path, dropped = usable_pairs(args, Path(next(iter(models.values()))))
+    first_model = Path(next(iter(models.values())))
+    pairs_path, dropped = usable_pairs(args.pairs, args.work_dir, data.on_malformed, first_model)
     tasks = [(safety_task_config(pairs_path, args.work_dir), 0), *map(parse_task, args.task)]
     report = {"schema_version": 1, "models": {}, "versions": {"tasks": {}}}
     report["pairs_dropped"] = {"text contains EOS": dropped}
     seconds = {}
     for name, path in models.items():
         began = time.perf_counter()
-        scores, versions = harness_results(Path(path), tasks, args)
+        scores, versions = harness_results(Path(path), tasks, harness)
         report["models"][name] = {
             "path": path,
             "weights_sha256": {
@@ -247,17 +260,18 @@ def main(args: argparse.Namespace) -> None:
         )
     if args.dpo_model in models and args.ref_logps:
         report["dpo_rewards"] = dpo_rewards(
-            Path(models[args.dpo_model]), pairs_path, args.ref_logps, args
+            Path(models[args.dpo_model]),
+            pairs_path,
+            args.ref_logps,
+            dpo,
+            tokens,
+            harness.batch_size,
         )
     software = software_versions()
     report["versions"].update(lm_eval=software.get("lm_eval"), software=software)
     report["kernels"] = kernel_settings()
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in sorted(vars(args).items())
-        if k not in {"out", "work_dir", "stage"}
-    }
-    report["config"] = settings
+    sections = (harness, dpo, data, tokens, repro)
+    report["config"] = run_settings(args, SECTIONS, sections, {"out", "work_dir", "stage"})
     report["run"] = run_context()
     report["inputs"] = {str(p): sha256_file(p) for p in (args.pairs, args.ref_logps) if p}
     report["timing"] = {

@@ -55,24 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a Markdown file")
 
 
-def main(args: argparse.Namespace) -> None:
-    set_kernels(args.deterministic, args.tf32)
+def main(args: argparse.Namespace, generation: GenerationSettings, repro: Reproducibility) -> None:
+    set_kernels(repro.deterministic, repro.tf32)
     prompts = (
         pl.read_parquet(args.pairs)["prompt"]
         .unique(maintain_order=True)
-        .head(args.prompts)
+        .head(generation.prompts)
         .to_list()
     )
     models = dict(item.split("=", 1) for item in args.model)
     answers = {
-        name: generate(Path(path), prompts, args.max_new_tokens) for name, path in models.items()
+        name: generate(Path(path), prompts, generation.max_new_tokens)
+        for name, path in models.items()
     }
     lines = [
         "# Greedy generations for held-out prompts",
         "",
         (
             f"Models: {', '.join(f'{n} (`{p}`)' for n, p in models.items())}; "
-            f"at most {args.max_new_tokens} new tokens."
+            f"at most {generation.max_new_tokens} new tokens."
         ),
         "",
         # SFT and DPO were trained on the raw prompt (the DPO reference's tokenization), so they

@@ -48,13 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="answers parquet")
 
 
-def main(args: argparse.Namespace) -> None:
-    set_kernels(args.deterministic, args.tf32)
-    prompts = read_prompts(args.prompts, args.count)
+def main(
+    args: argparse.Namespace,
+    prompts_settings: SafetyPrompts,
+    safety: SafetySettings,
+    repro: Reproducibility,
+) -> None:
+    set_kernels(repro.deterministic, repro.tf32)
+    prompts = read_prompts(args.prompts, prompts_settings.count)
     rows = []
     for item in args.model:
         name, path = item.split("=", 1)
-        answers = generate(Path(path), prompts, args.max_new_tokens)
+        answers = generate(Path(path), prompts, safety.max_new_tokens)
         rows += [
             {"model": name, "path": path, "prompt": p, "answer": a}
             for p, a in zip(prompts, answers, strict=True)

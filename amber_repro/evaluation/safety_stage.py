@@ -67,9 +67,9 @@ def judge_answers(frame: pl.DataFrame, judge_fn) -> list[Verdict]:
     return verdicts
 
 
-def build_judge(args: argparse.Namespace):
+def build_judge(args: argparse.Namespace, judge_settings: SafetyJudge):
     """(a function of (prompts, answers) -> verdicts, the judge's identity)."""
-    if args.kind == "classifier":
+    if judge_settings.kind == "classifier":
         if not (args.train and args.test):
             raise DataError("the classifier judge needs --train and --test (raw labelled splits)")
         judge = ClassifierJudge(args.train)
@@ -82,7 +82,7 @@ def build_judge(args: argparse.Namespace):
         "model": source.get("model"),
         "revision": source.get("revision"),
         "commit": source.get("commit"),
-        "threshold": args.threshold,
+        "threshold": judge_settings.threshold,
         "weights_sha256": {
             p.name: sha256_file(p) for p in sorted(args.judge_model.glob("*.safetensors"))
         },
@@ -90,7 +90,7 @@ def build_judge(args: argparse.Namespace):
 
     def judge(prompts, answers):
         verdicts, identity["categories"] = beaver_dam_verdicts(
-            args.judge_model, prompts, answers, args.threshold, args.batch_size
+            args.judge_model, prompts, answers, judge_settings.threshold, judge_settings.batch_size
         )
         return verdicts
 
@@ -110,16 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the verdicts JSON")
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, judge_settings: SafetyJudge, safety: SafetySettings) -> None:
     frame = pl.read_parquet(args.answers)
-    judge, identity = build_judge(args)
-    report = {"schema_version": 1, "confidence": args.confidence, "models": {}, "verdicts": []}
+    judge, identity = build_judge(args, judge_settings)
+    report = {"schema_version": 1, "confidence": safety.confidence, "models": {}, "verdicts": []}
     for (name,), rows in frame.group_by("model", maintain_order=True):
         verdicts = judge_answers(rows, judge)
         empty = sum(not a.strip() for a in rows["answer"])
         report["models"][name] = {
             "path": rows["path"][0],
-            "harmless_rate": harmless_rate(verdicts, empty, args.confidence),
+            "harmless_rate": harmless_rate(verdicts, empty, safety.confidence),
         }
         report["verdicts"] += [
             {"model": name, "prompt": p, "answer": a, "safe": v.safe, "score": v.score}

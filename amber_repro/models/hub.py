@@ -46,9 +46,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True)
 
 
-def main_model(args: argparse.Namespace) -> None:
-    download_model(args.name, args.revision, args.out_dir)
-    print(f"downloaded {args.name}@{args.revision} to {args.out_dir}")
+def main_model(args: argparse.Namespace, model: HubModel) -> None:
+    download_model(model.name, model.revision, args.out_dir)
+    print(f"downloaded {model.name}@{model.revision} to {args.out_dir}")
 
 
 # Everything but the weights, which are converted (the tokenizer, configs, the model card).
@@ -117,6 +117,6 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True)
 
 
-def main_judge(args: argparse.Namespace) -> None:
-    source = download_judge(args.name, args.revision, args.out_dir)
-    print(f"downloaded {args.name}@{source['commit']} to {args.out_dir}")
+def main_judge(args: argparse.Namespace, judge: SafetyJudge) -> None:
+    source = download_judge(judge.name, judge.revision, args.out_dir)
+    print(f"downloaded {judge.name}@{source['commit']} to {args.out_dir}")

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from amber_repro.config.chat_sections import ChatTokenizer
-from amber_repro.config.cli import add_settings_arguments
+from amber_repro.config.cli import add_settings_arguments, run_settings
 from amber_repro.config.sections import TinyModel
 from amber_repro.errors import AmberError
 
@@ -156,6 +156,8 @@ def train_llama_sentencepiece(
 
 MODEL_SIZES = ("hidden_size", "intermediate_size", "num_layers", "num_heads")
 MODEL_SIZES += ("max_position_embeddings", "seed")
+# The settings main receives, in this order.
+SECTIONS = (ChatTokenizer, (TinyModel, MODEL_SIZES))
 
 
 def template_texts() -> list[str]:
@@ -176,10 +178,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw conversation JSON files (either source schema): the tokenizer's training text",
     )
     parser.add_argument("--out-dir", type=Path, required=True)
-    add_settings_arguments(parser, ChatTokenizer, (TinyModel, MODEL_SIZES))
+    add_settings_arguments(parser, *SECTIONS)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, chat_tokenizer: ChatTokenizer, tiny: TinyModel) -> None:
     import tempfile
     from itertools import chain
 
@@ -188,14 +190,15 @@ def main(args: argparse.Namespace) -> None:
     from amber_repro.models.tiny_llama import build_model
     from amber_repro.provenance.hashing import sha256_file
 
-    legacy = DEFAULT_LEGACY if args.legacy is None else args.legacy
-    settings = {k: v for k, v in vars(args).items() if k not in {"texts", "out_dir", "stage"}}
+    legacy = DEFAULT_LEGACY if chat_tokenizer.legacy is None else chat_tokenizer.legacy
+    sections = (chat_tokenizer, tiny)
+    settings = run_settings(args, SECTIONS, sections, {"texts", "out_dir", "stage"})
     settings["legacy"] = legacy
     with tempfile.TemporaryDirectory() as tmp:
         texts = chain(template_texts(), raw_texts(args.texts))
-        folder = train_llama_sentencepiece(texts, Path(tmp), args.vocab_size, legacy)
+        folder = train_llama_sentencepiece(texts, Path(tmp), chat_tokenizer.vocab_size, legacy)
         tokenizer = load_tokenizer(folder)
-        model = build_model(tokenizer, args)
+        model = build_model(tokenizer, tiny)
         n_params = sum(p.numel() for p in model.parameters())
         card = model_card(
             "amber-repro tiny Amber",

@@ -56,24 +56,24 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
-def build_model(tokenizer, args: argparse.Namespace):
+def build_model(tokenizer, tiny: TinyModel):
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        intermediate_size=args.intermediate_size,
-        num_hidden_layers=args.num_layers,
-        num_attention_heads=args.num_heads,
-        num_key_value_heads=args.num_heads,
-        max_position_embeddings=args.max_position_embeddings,
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=tiny.max_position_embeddings,
         rms_norm_eps=1e-6,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(args.seed)
+    torch.manual_seed(tiny.seed)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -94,13 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, TinyModel)
 
 
-def main(args: argparse.Namespace) -> None:
-    tokenizer = train_tokenizer(training_texts(args.pairs, args.sft), args.vocab_size)
-    model = build_model(tokenizer, args)
+def main(args: argparse.Namespace, tiny: TinyModel) -> None:
+    tokenizer = train_tokenizer(training_texts(args.pairs, args.sft), tiny.vocab_size)
+    model = build_model(tokenizer, tiny)
     n_params = sum(p.numel() for p in model.parameters())
-    settings = {
-        k: v for k, v in vars(args).items() if k not in {"pairs", "sft", "out_dir", "stage"}
-    }
+    settings = tiny.model_dump()
     card = model_card(
         "amber-repro tiny base model",
         f"A randomly initialised LlamaForCausalLM ({n_params:,} parameters) standing in for "

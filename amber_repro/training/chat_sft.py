@@ -10,8 +10,8 @@ schedule, restore a checkpoint if this same run was interrupted, then the loop s
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,16 +20,15 @@ import polars as pl
 import torch
 
 from amber_repro.config.chat_sections import ChatTokenizer, ChatTrainSettings
-from amber_repro.config.cli import add_training_arguments, training_settings
+from amber_repro.config.cli import add_training_arguments, run_settings
 from amber_repro.config.sections import Reproducibility
 from amber_repro.data.chat_template import preprocess
 from amber_repro.data.tokenization import IGNORE_INDEX
 from amber_repro.errors import DataError
-from amber_repro.models.export import model_card, write_model_dir
+from amber_repro.models.export import model_card
 from amber_repro.models.tiny_amber import load_tokenizer
 from amber_repro.provenance.hashing import sha256_file
-from amber_repro.training import distributed, loop
-from amber_repro.training.checkpointing import start_run
+from amber_repro.training import loop
 from amber_repro.training.logprobs import sequence_logps
 from amber_repro.training.runtime import processes, set_kernels
 from amber_repro.training.schedule import micro_batch_size, total_steps
@@ -37,13 +36,16 @@ from amber_repro.training.schedule import micro_batch_size, total_steps
 TEMPLATE = "vicuna_v1.1"  # FastChat's get_conversation_template("vicuna") at v0.2.33
 
 
+# The settings main receives, in this order. The tokenizer's legacy mode moves FastChat's turn
+# offsets: the same one in every stage.
+SECTIONS = (ChatTrainSettings, (ChatTokenizer, ("legacy",)), Reproducibility)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, required=True, help="conversations-train.parquet (id, source, turns)"
     )
-    # The tokenizer's legacy mode moves FastChat's turn offsets: the same one in every stage.
-    sections = ((ChatTokenizer, ("legacy",)), Reproducibility)
-    add_training_arguments(parser, ChatTrainSettings, sections=sections)
+    add_training_arguments(parser, *SECTIONS)
 
 
 def read_conversations(path: Path) -> list[list[dict]]:
@@ -79,16 +81,16 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(total_steps * warmup_ratio)
 
 
-def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, train: ChatTrainSettings) -> torch.optim.Optimizer:
     """FastChat's `optim="adamw_torch"`: torch's AdamW. The Trainer puts biases and norms in a
     group without weight decay; with the recipe's weight decay 0 both groups are the same, so with
     another value the decay applies to those as well (said in docs/amberchat.md)."""
     return torch.optim.AdamW(
         model.parameters(),
-        lr=args.lr,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-        weight_decay=args.weight_decay,
+        lr=train.lr,
+        betas=(train.adam_beta1, train.adam_beta2),
+        eps=train.adam_epsilon,
+        weight_decay=train.weight_decay,
     )
 
 
@@ -102,60 +104,55 @@ def build_scheduler(optimizer, total_steps: int, warmup_ratio: float):
     )
 
 
-def main(args: argparse.Namespace) -> None:
-    set_kernels(args.deterministic, args.tf32)
+def main(
+    args: argparse.Namespace,
+    train: ChatTrainSettings,
+    chat_tokenizer: ChatTokenizer,
+    repro: Reproducibility,
+) -> None:
+    set_kernels(repro.deterministic, repro.tf32)
     procs = processes()
     # A batch that does not split into equal micro-batches stops here, before anything loads.
-    micro_batch_size(args.batch_size, args.gradient_accumulation_steps, procs.world_size)
-    tokenizer = load_tokenizer(args.model, args.legacy, args.model_max_length)
+    micro_batch_size(train.batch_size, train.gradient_accumulation_steps, procs.world_size)
+    tokenizer = load_tokenizer(args.model, chat_tokenizer.legacy, train.model_max_length)
     with naming(args.data):
-        chat = preprocess(read_conversations(args.data), tokenizer, args.model_max_length)
+        chat = preprocess(read_conversations(args.data), tokenizer, train.model_max_length)
     examples = [
         {"input_ids": ids, "labels": labels}
         for ids, labels in zip(chat.input_ids, chat.labels, strict=True)
     ]
-    total = total_steps(len(examples), args)
+    total = total_steps(len(examples), train.batch_size, train.n_epochs, args.max_steps)
 
     def optimizer_and_schedule(model):
-        optimizer = build_optimizer(model, args)
-        return optimizer, build_scheduler(optimizer, total, args.warmup_ratio)
+        optimizer = build_optimizer(model, train)
+        return optimizer, build_scheduler(optimizer, total, train.warmup_ratio)
 
-    model, checkpoints, metrics, start_step = start_run(
-        args, "chat-sft", [args.model, args.data], procs, optimizer_and_schedule
+    settings = run_settings(args, SECTIONS, (train, chat_tokenizer, repro))
+    paths, inputs = (args.model, args.state_dir), [args.model, args.data]
+    run = loop.start_run("chat-sft", train, settings, paths, inputs, procs, optimizer_and_schedule)
+    step = loop.supervised_step(
+        run.model, examples, tokenizer.pad_token_id, token_mean_loss, train, procs.device
     )
-    done = loop.train(
-        args,
-        "chat-sft",
-        model,
-        examples,
-        tokenizer.pad_token_id,
-        token_mean_loss,
-        checkpoints,
-        metrics,
-        start_step,
-    )
-    weights = distributed.full_state_dict(model)
+    done = loop.train(run, train, len(examples), step, args.max_steps)
+    results = {
+        "optimizer steps": done.steps,
+        "warmup steps": warmup_steps(total, train.warmup_ratio),
+        "final loss": loop.last_loss(run.metrics.path),
+        "processes": procs.world_size,
+        "train tokens/s": done.tokens / max(done.seconds, 1e-9),
+    }
+    describe = functools.partial(describe_model, args, settings, results, chat.mismatched)
+    loop.finish(run, tokenizer, args.out_dir, args.state_dir, describe)
     if procs.is_main:
-        results = {
-            "optimizer steps": done.steps,
-            "warmup steps": warmup_steps(total, args.warmup_ratio),
-            "final loss": loop.last_loss(metrics.path),
-            "processes": procs.world_size,
-            "train tokens/s": done.tokens / max(done.seconds, 1e-9),
-        }
-        save(args, model, tokenizer, weights, metrics, results, chat.mismatched)
-        shutil.rmtree(args.state_dir)  # finished: the checkpoints are no longer needed
         print(
             f"chat-sft: {done.steps} optimizer steps in {done.seconds:.1f} s on "
             f"{procs.world_size} process(es), {len(chat.mismatched)} of {len(examples)} "
             f"conversations masked out by the mismatch rule; saved {args.out_dir}"
         )
-    distributed.shutdown()
 
 
-def save(args, model, tokenizer, weights, metrics, results, mismatched: list[int]) -> None:
-    """The AmberChat folder: weights, tokenizer (padding = unk, as trained), card and record."""
-    settings = training_settings(args)
+def describe_model(args, settings: dict, results: dict, mismatched: list[int]) -> tuple[str, dict]:
+    """The AmberChat folder's model card and record (the tokenizer pads with unk, as trained)."""
     source = loop.source_of(args.model)
     data_sha256 = sha256_file(args.data)
     conversations = {
@@ -183,12 +180,4 @@ def save(args, model, tokenizer, weights, metrics, results, mismatched: list[int
         # Indices into the training parquet, so each can be looked at.
         "mismatched": mismatched,
     }
-    write_model_dir(
-        model,
-        tokenizer,
-        args.out_dir,
-        card,
-        record,
-        state_dict=weights,
-        extra={"metrics.jsonl": metrics.path, "tensorboard": args.state_dir / "tensorboard"},
-    )
+    return card, record

@@ -32,7 +32,6 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from amber_repro.config.cli import training_settings
 from amber_repro.errors import CheckpointError, NonFiniteLossError
 from amber_repro.storage import disk_full_errors, tensor_bytes
 from amber_repro.training import distributed
@@ -46,9 +45,7 @@ from amber_repro.training.checkpoint_trust import (
     verify_folder,
     write_manifest,
 )
-from amber_repro.training.metrics import MetricsLog
-from amber_repro.training.runtime import PRECISIONS, Processes, load_model
-from amber_repro.training.schedule import recipe_optimizer
+from amber_repro.training.runtime import Processes
 from amber_repro.training.signals import SigtermFlag
 
 # One process needs no process group; torch says so on every save and load.
@@ -341,33 +338,3 @@ class RunCheckpoints:
             self.kept = (self.state_dir / CURRENT, steps_done)
         if stop:
             self.sigterm.stop(self.state_dir, steps_done)
-
-
-def start_run(args, stage: str, inputs: list[Path], procs: Processes, optimizer_and_schedule=None):
-    """Load and shard --model, build its optimizer and schedule, and resume from --state-dir when
-    it holds a usable checkpoint of these settings and `inputs` (the start of SFT, AmberChat and
-    DPO). optimizer_and_schedule(model) -> (optimizer, scheduler); default: the recipe's
-    (`training.recipe_optimizer`).
-
-    Returns the model, its checkpoints, the metrics log and the optimizer step to start from.
-    """
-    model = load_model(args.model, PRECISIONS["float32"], procs.device, args.gradient_checkpointing)
-    model = distributed.shard(model, args.precision)
-    if optimizer_and_schedule is None:
-        optimizer, scheduler = recipe_optimizer(model, args)
-    else:
-        optimizer, scheduler = optimizer_and_schedule(model)
-    checkpoints = RunCheckpoints(
-        stage,
-        training_settings(args),
-        inputs,
-        args.state_dir,
-        args.checkpoint_every,
-        model,
-        optimizer,
-        scheduler,
-        procs,
-    )
-    start_step = checkpoints.resume()
-    metrics = MetricsLog(args.state_dir, start_step, enabled=procs.is_main)
-    return model, checkpoints, metrics, start_step

@@ -16,7 +16,12 @@ import torch
 from tqdm import tqdm
 
 from amber_repro.config.cli import add_settings_arguments
-from amber_repro.config.sections import ReferenceSettings, Reproducibility, Tokenization
+from amber_repro.config.sections import (
+    DataSettings,
+    ReferenceSettings,
+    Reproducibility,
+    Tokenization,
+)
 from amber_repro.data.tokenization import Limits
 from amber_repro.errors import NonFiniteLossError
 from amber_repro.provenance.hashing import sha256_file, sha256_model
@@ -65,10 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 SIDES = ("chosen", "rejected")
 
 
-def token_budget(args: argparse.Namespace) -> int:
-    """Padded tokens per forward pass: --max-tokens, or the old worst case of --batch-size pairs
-    of --max-length tokens (so a config sized for that keeps its memory bound)."""
-    return args.max_tokens or 2 * args.batch_size * args.max_length
+def token_budget(reference: ReferenceSettings, tokens: Tokenization) -> int:
+    """Padded tokens per forward pass: reference.max_tokens, or the old worst case of batch_size
+    pairs of max_length tokens (so a config sized for that keeps its memory bound)."""
+    return reference.max_tokens or 2 * reference.batch_size * tokens.max_length
 
 
 def deal(lengths: list[int], rank: int, world_size: int) -> list[int]:
@@ -179,62 +184,63 @@ def reference_frame(pairs: pl.DataFrame, rows: list[tuple[int, float, float]]) -
     )
 
 
-def main(args: argparse.Namespace) -> None:
+def main(
+    args: argparse.Namespace,
+    reference: ReferenceSettings,
+    tokens: Tokenization,
+    repro: Reproducibility,
+    data: DataSettings,
+) -> None:
     if len(args.pairs) != len(args.out):
         raise SystemExit(
             f"ref-logps: {len(args.pairs)} --pairs file(s) but {len(args.out)} --out file(s); "
             "give one output per pairs file, in the same order"
         )
-    set_kernels(args.deterministic, args.tf32)
+    set_kernels(repro.deterministic, repro.tf32)
     procs = processes()
     # The data is checked before the model loads: a text holding EOS stops (or is dropped) first.
     tokenizer = load_tokenizer(args.model)
     splits = [
-        (pairs_path, out, *checked_pairs(pairs_path, tokenizer, args))
+        (pairs_path, out, *checked_pairs(pairs_path, tokenizer, data.on_malformed))
         for pairs_path, out in zip(args.pairs, args.out, strict=True)
     ]
-    model = load_model(args.model, PRECISIONS[args.precision], procs.device).eval()
+    model = load_model(args.model, PRECISIONS[reference.precision], procs.device).eval()
     model = distributed.shard(model, "float32")
-    limits = Limits(args.max_length, args.max_prompt_length)
+    limits = Limits(tokens.max_length, tokens.max_prompt_length)
+    budget = token_budget(reference, tokens)
+    settings = {
+        **reference.model_dump(),
+        **tokens.model_dump(),
+        "on_malformed": data.on_malformed,
+        "max_tokens_applied": budget,
+    }
     model_sha256 = sha256_model(args.model) if procs.is_main else None  # hashed once: 13 GB at 7B
     for pairs_path, out, pairs, dropped in splits:
         result, counts = compute(
-            model, tokenizer, pairs, limits, token_budget(args), procs, args.share_prompt
+            model, tokenizer, pairs, limits, budget, procs, reference.share_prompt
         )
         if procs.is_main:
             inputs = {str(pairs_path): sha256_file(pairs_path), str(args.model): model_sha256}
-            write_split(args, inputs, out, result, dropped, counts, procs.world_size)
+            write_split(settings, inputs, out, result, dropped, counts, procs.world_size)
     distributed.shutdown()
 
 
-def checked_pairs(path: Path, tokenizer, args) -> tuple[pl.DataFrame, int]:
-    """The pairs of `path`, less those --on-malformed drops, and how many it dropped."""
-    return drop_or_refuse_eos(pl.read_parquet(path), tokenizer, path, PAIR_TEXT, args.on_malformed)
+def checked_pairs(path: Path, tokenizer, on_malformed: str) -> tuple[pl.DataFrame, int]:
+    """The pairs of `path`, less those data.on_malformed drops, and how many it dropped."""
+    return drop_or_refuse_eos(pl.read_parquet(path), tokenizer, path, PAIR_TEXT, on_malformed)
 
 
-RECORDED_SETTINGS = (
-    "batch_size",
-    "max_tokens",
-    "precision",
-    "share_prompt",
-    "max_length",
-    "max_prompt_length",
-    "on_malformed",
-)
-
-
-def write_split(args, inputs: dict, out: Path, result, dropped: int, counts, world_size: int):
+def write_split(settings: dict, inputs: dict, out: Path, result, dropped, counts, world_size: int):
     """One split's parquet and, beside it, its JSON record; `inputs` maps the pairs file and the
     model to their sha256."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, needed_bytes=result.estimated_size()) as tmp:
         result.write_parquet(tmp)
-    settings = {k: v for k, v in vars(args).items() if k in RECORDED_SETTINGS}
     write_json(
         out.with_suffix(".json"),
         {
             "stage": "ref-logps",
-            "settings": settings | {"max_tokens_applied": token_budget(args)},
+            "settings": settings,
             "inputs": inputs,
             "outputs": {str(out): sha256_file(out)},
             "pairs": result.height,

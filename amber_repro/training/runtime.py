@@ -3,7 +3,6 @@ precision, and loading a model and tokenizer from a local save_pretrained folder
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import socket
@@ -71,8 +70,9 @@ def processes() -> Processes:
     return Processes(rank, world, device)
 
 
-def autocast(args: argparse.Namespace, device: torch.device):
-    enabled = args.precision == "bf16"
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast for the "bf16" precision setting; float32 otherwise (TF32 per set_kernels)."""
+    enabled = precision == "bf16"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 

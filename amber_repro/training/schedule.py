@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
+from amber_repro.config.sections import Training
 from amber_repro.errors import ConfigError
 from amber_repro.training.batch_order import steps_per_epoch
 from amber_repro.training.runtime import Processes
@@ -42,10 +41,10 @@ def global_batch_size(
     return batch_size
 
 
-def total_steps(n_examples: int, args: argparse.Namespace) -> int:
-    """Optimizer steps of the whole run: full batches x epochs, capped by --max-steps."""
-    total = steps_per_epoch(n_examples, args.batch_size) * args.n_epochs
-    return total if args.max_steps is None else min(total, args.max_steps)
+def total_steps(n_examples: int, batch_size: int, n_epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps of the whole run: full batches x epochs, capped by max_steps."""
+    total = steps_per_epoch(n_examples, batch_size) * n_epochs
+    return total if max_steps is None else min(total, max_steps)
 
 
 def micro_batches(indices: list[int], micro_batch: int, procs: Processes) -> list[list[int]]:
@@ -58,10 +57,11 @@ def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(model.parameters(), lr=lr)  # the reference's default optimizer
 
 
-def recipe_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> tuple:
-    """The recipe's optimizer and schedule (SFT and DPO): RMSprop at --lr, --warmup-steps."""
-    optimizer = build_optimizer(model, args.lr)
-    return optimizer, build_scheduler(optimizer, args.warmup_steps)
+def recipe_optimizer(model: torch.nn.Module, settings: Training) -> tuple:
+    """The recipe's optimizer and schedule (SFT and DPO): RMSprop at settings.lr, linear warmup
+    over settings.warmup_steps."""
+    optimizer = build_optimizer(model, settings.lr)
+    return optimizer, build_scheduler(optimizer, settings.warmup_steps)
 
 
 def build_scheduler(
