@@ -1,5 +1,7 @@
-"""Each setting is defined once (amber_repro/config/sections.py); the recipe's values, the
-stages' flags and --help, the schema and the docs all follow from that definition."""
+"""Each setting is defined once (amber_repro/config/sections.py): a stage's flags, their defaults
+and --help, the flags a rule passes, the schema and the docs all follow from that definition.
+
+The values the shipped configs resolve to are in test_recipe.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from conftest import REPO
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -18,81 +19,11 @@ from pydantic import BaseModel
 
 from amber_repro.__main__ import STAGES, build_parser, main
 from amber_repro.config.cli import SPECS_KEY, _spec, settings_flags, settings_from_args
-from amber_repro.config.load import resolve
 from amber_repro.config.schema import Config
 from amber_repro.config.sections import DPOSettings, HubModel, Tokenization
 from amber_repro.config.settings import json_schema, settings_markdown
-from amber_repro.config.types import merge
 
-PRESETS = REPO / "config" / "presets"
-
-
-def resolved(*names: str) -> Config:
-    config: dict = {}
-    for name in names:
-        config = merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
-    return resolve(config, PRESETS)
-
-
-def test_the_7b_config_resolves_to_the_published_recipe():
-    """The values of docs/recipe.md (LLM360's sft.sh and dpo.sh, the DPO reference's defaults)."""
-    recipe = resolved("config.yaml", "ambersafe-7b.yaml")
-    sft, dpo = recipe.sft, recipe.dpo
-    assert (recipe.data.source, recipe.data.hub.dataset, recipe.data.hub.revision) == (
-        "hub",
-        "PKU-Alignment/PKU-SafeRLHF",
-        "v0",
-    )
-    assert (recipe.base_model.source, recipe.base_model.hub.name) == ("hub", "LLM360/AmberChat")
-    assert (sft.lr, dpo.lr) == (2e-7, 5e-7)
-    assert (dpo.beta, dpo.loss, dpo.label_smoothing, dpo.reference_free) == (
-        0.1,
-        "sigmoid",
-        0.0,
-        False,
-    )
-    assert (sft.batch_size, dpo.batch_size) == (64, 32)
-    assert (sft.gradient_accumulation_steps, dpo.gradient_accumulation_steps) == (2, 4)
-    assert (sft.n_epochs, dpo.n_epochs) == (3, 3)
-    assert (recipe.tokenization.max_length, recipe.tokenization.max_prompt_length) == (512, 256)
-    for stage in (sft, dpo):
-        assert (stage.warmup_steps, stage.max_grad_norm, stage.seed) == (150, 10.0, 0)
-        assert (stage.precision, stage.gradient_checkpointing) == ("float32", False)
-    assert recipe.reference.precision == "float16"
-    assert (dpo.eval_examples, dpo.eval_batch_size) == (256, 32)
-
-
-def test_the_recipes_optimizer_is_rmsprop_with_the_configured_rate():
-    """The optimizer is not a setting: both stages always use the reference's RMSprop."""
-    import torch
-
-    from amber_repro.training.schedule import build_optimizer
-
-    optimizer = build_optimizer(torch.nn.Linear(2, 2), Config().dpo.lr)
-    assert type(optimizer) is torch.optim.RMSprop
-    assert optimizer.param_groups[0]["lr"] == 5e-7
-
-
-def test_the_embedded_default_shrinks_sizes_but_keeps_the_recipes_semantics():
-    embedded, recipe = resolved("config.yaml"), Config()
-    assert (embedded.data.source, embedded.base_model.source) == ("synthetic", "tiny")
-    assert embedded.sft.lr != recipe.sft.lr and embedded.tokenization.max_length < 512
-    for key in (
-        "loss",
-        "beta",
-        "label_smoothing",
-        "reference_free",
-        "max_grad_norm",
-        "precision",
-        "seed",
-    ):
-        assert getattr(embedded.dpo, key) == getattr(recipe.dpo, key), key
-
-
-def test_the_7b_overlay_holds_only_what_differs_from_the_defaults():
-    assert yaml.safe_load((REPO / "config" / "ambersafe-7b.yaml").read_text()) == {
-        "preset": "recipe"
-    }
+# --- the schema and the docs: generated, current, one line a setting ------------------------------
 
 
 def test_the_schema_and_the_settings_docs_are_generated_from_the_definitions():
@@ -116,6 +47,9 @@ def test_every_setting_says_what_it_is_in_one_line():
     for section in all_sections():
         for name, field in section.model_fields.items():
             assert field.description and "\n" not in field.description, f"{section.__name__}.{name}"
+
+
+# --- a stage's parser: defaults and --help --------------------------------------------------------
 
 
 def stage_parser(stage: str):
@@ -154,6 +88,9 @@ def test_help_shows_the_recipes_values():
     ):
         assert expected in text, expected
     assert "(default: 2e-07)" in stage_help("sft")
+
+
+# --- the flags a rule passes: parsed back exactly, one shell word each, bad values named ----------
 
 
 DPO_REQUIRED = [
