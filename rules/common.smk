@@ -1,9 +1,8 @@
-# Helpers shared by the rules: config validation, paths, and what each stage's code is.
-# Stage-specific helpers are in rules/*_common.smk, included right after this file.
-import json
+# What the rules share: config loading and validation, paths, the job registry's resources and
+# launcher, the container, and generic helpers (stage code, flags). Each stage's own helpers are in
+# rules/<stage>_common.smk, included right before its rules.
 import os
 import shlex
-import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -17,7 +16,6 @@ from amber_repro.config.cli import settings_flags
 from amber_repro.errors import ConfigError
 from amber_repro.training.launch import launch_prefix
 from amber_repro.provenance.run_context import run_context_env
-from amber_repro.provenance.hashing import sha256_file
 from amber_repro.config.jobs import SIGTERM_WARNING_SECONDS, job, rules
 
 PRESETS_DIR = Path(workflow.basedir) / "config" / "presets"
@@ -113,75 +111,8 @@ def folder_of(output_name):
     return folder
 
 
-def raw_files():
-    return expand(f"{RAW_DIR}/{{split}}.parquet", split=SPLITS)
-
-
-def hub_split_flags():
-    splits = config["data"]["hub"]["splits"]
-    return shlex.join(f"--split={ours}={theirs}" for ours, theirs in splits.items())
-
-
-def eval_models():
-    """The checkpoints config["eval"]["models"] names, as {name: folder}."""
-    return {name: MODEL_DIRS[name] for name in config["eval"]["models"]}
-
-
-def eval_part(model, folder=EVAL_DIR):
-    """One model's evaluation (rules/eval.smk, rule evaluate)."""
-    return f"{folder}/eval/{model}.json"
-
-
-def eval_inputs(wildcards):
-    """Inputs of one model's evaluation: the checkpoint, the held-out pairs (and for the DPO model
-    their reference log-probs, for its implicit rewards), and the prepared datasets cache when
-    harness tasks are configured."""
-    inputs = {
-        "model": MODEL_DIRS[wildcards.model],
-        "pairs": f"{DATA_DIR}/pairs-test.parquet",
-        "code": stage_code("eval"),
-        "image": image_input(),
-    }
-    if wildcards.model == "dpo":
-        inputs["ref_logps"] = f"{REF_LOGPS_DIR}/test.parquet"
-    if config["eval"]["harness_tasks"]:
-        inputs["datasets"] = f"{EVAL_DIR}/eval_datasets.json"
-    return inputs
-
-
-def eval_model_flag(wildcards, input):
-    return shlex.join([f"--model={wildcards.model}={input.model}"])
-
-
-def eval_flags(wildcards, input):
-    """The evaluation's settings; the DPO settings and reference log-probs only for the DPO model
-    (its implicit rewards), so that a new beta re-evaluates that model alone."""
-    flags = stage_flags(
-        ("eval", ["batch_size", "bootstrap_iters", "limit", "precision"]),
-        ("data", ["on_malformed"]),
-        "tokenization",
-        "reproducibility",
-    )
-    if wildcards.model != "dpo":
-        return flags
-    rewards = shlex.join(["--ref-logps", input.ref_logps])
-    return f"{flags} {rewards} {stage_flags(('dpo', ['beta', 'loss']))}"
-
-
-def eval_parts():
-    return [eval_part(model) for model in config["eval"]["models"]]
-
-
-def part_flags(wildcards, input):
-    return shlex.join(f"--part={path}" for path in input.parts)
-
-
 def model_flags(names):
     return shlex.join(f"--model={name}={MODEL_DIRS[name]}" for name in names)
-
-
-def task_flags():
-    return shlex.join(f"--task={task}" for task in config["eval"]["harness_tasks"])
 
 
 def stage_flags(*sections):
@@ -196,26 +127,6 @@ def stage_flags(*sections):
             settings = getattr(settings, part)
         flags.append(settings_flags(settings, keys))
     return " ".join(filter(None, flags))
-
-
-def final_targets():
-    """What `rule all` builds. The checkpoints and reference log-probs are listed too, although
-    later stages consume them: users come for them, so a deleted one must be rebuilt, not left
-    missing as an intermediate Snakemake no longer needs."""
-    return [
-        SFT_MODEL,
-        DPO_MODEL,
-        *expand(f"{REF_LOGPS_DIR}/{{split}}.parquet", split=SPLITS),
-        *experiment_targets(),
-        *amberchat_targets(),
-        CRATE,
-        f"{EVAL_DIR}/eval.json",
-        SAFETY_VERDICTS,
-        f"{EVAL_DIR}/generations.md",
-        f"{EVAL_DIR}/report/sft_curves.png",
-        f"{EVAL_DIR}/report/dpo_curves.png",
-        f"{EVAL_DIR}/report/eval_table.html",
-    ]
 
 
 # What kind of job each rule is (GPU or CPU, submit host or cluster, nodes, resumable, its
@@ -319,45 +230,3 @@ def node_container_exec():
         workflow.deployment_settings.apptainer_args,
         shlex.quote(config["container"]["image"]),
     )
-
-
-# The image itself (rules/container.smk).
-REPO_DIR = Path(workflow.basedir)
-
-
-def package_files():
-    """Every file of the package, as %files copies it into the image: editing one makes the image stale."""
-    return relative(
-        sorted(
-            path
-            for path in PACKAGE_DIR.rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts
-        )
-    )
-
-
-def build_image(input, output, log):
-    """`apptainer build` run from the repository root (the definition's %files are relative to it), with
-    the lock's sha256 as the LOCK_SHA256 build argument (the image's label, checked in %post); then a
-    `sha256sum -c` record of the image, the definition and the lock, paths relative to the working
-    directory."""
-    if shutil.which("apptainer") is None:
-        raise WorkflowError(
-            "build_container needs Apptainer >= 1.2 on PATH (see the README, 'Containers')"
-        )
-    build = [
-        "apptainer",
-        "build",
-        "--force",
-        "--build-arg",
-        f"LOCK_SHA256={sha256_file(input.lock)}",
-        os.path.abspath(output.sif),
-        os.path.relpath(input.definition, REPO_DIR),
-    ]
-    shell(
-        f"cd {shlex.quote(str(REPO_DIR))} && {shlex.join(build)} "
-        f"> {shlex.quote(os.path.abspath(log[0]))} 2>&1"
-    )
-    with open(output.record, "w") as record:
-        for path in (output.sif, input.definition, input.lock):
-            record.write(f"{sha256_file(path)}  {os.path.relpath(path)}\n")

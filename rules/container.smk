@@ -2,7 +2,7 @@
 # Not part of `rule all` (it needs Apptainer >= 1.2 and the network); build it once with
 #   snakemake --cores 1 results/containers/amber-repro.sif
 # and point config `container.image` at it (the default does). The manual command is in the
-# definition's header; the helpers are in rules/common.smk.
+# definition's header; the helpers are in rules/container_common.smk.
 
 
 rule build_container:

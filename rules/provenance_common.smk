@@ -1,5 +1,6 @@
 # Helpers of the provenance crate (rules/provenance.smk): every job of the DAG with its files.
 import itertools
+import json
 
 from snakemake.iocontainers import Wildcards
 

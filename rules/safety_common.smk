@@ -2,6 +2,11 @@
 # models that answer them and what the judge reads.
 
 
+def eval_models():
+    """The checkpoints config["eval"]["models"] names, as {name: folder}."""
+    return {name: MODEL_DIRS[name] for name in config["eval"]["models"]}
+
+
 def safety_prompts():
     """The harmful prompts: the downloaded prompts dataset, or the held-out pairs' prompts."""
     if config["eval"]["safety"]["prompts"]["source"] == "hub":
