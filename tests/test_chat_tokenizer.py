@@ -1,4 +1,4 @@
-"""The LLaMA-style SentencePiece tokenizer and the embedded tiny Amber (chat_tokenizer.py)."""
+"""The LLaMA-style SentencePiece tokenizer and the embedded tiny Amber (models/tiny_amber.py)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ class ChatDataSettings(Section):
 
 class ChatTokenizer(Section):
     """Amber's LLaMA SentencePiece tokenizer as FastChat's preprocess sees it (amber_repro/
-    chat_tokenizer.py)."""
+    models/tiny_amber.py)."""
 
     legacy: bool | None = Field(
         None,

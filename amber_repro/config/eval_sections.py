@@ -1,6 +1,6 @@
 """The evaluation's settings (`eval.*`): likelihood benchmarks, greedy generations and the
-generation-based safety judgement. Kept apart from settings.py so each file holds one part of the
-configuration; settings.py re-exports these classes, so stages import them from there as before.
+generation-based safety judgement. Kept apart from sections.py so each file holds one part of the
+configuration; schema.py gathers every section into the one Config.
 """
 
 from __future__ import annotations

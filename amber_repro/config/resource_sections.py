@@ -1,6 +1,6 @@
 """The `resources` section: what each job asks the scheduler for. One field per rule of
 amber_repro/config/jobs.py that has a size, with that size as its default (the 7B recipe's,
-on 8-GPU nodes). Kept apart from settings.py, which imports it into the one Config."""
+on 8-GPU nodes). Kept apart from sections.py; schema.py gathers it into the one Config."""
 
 from __future__ import annotations
 

@@ -14,14 +14,8 @@ from pydantic_core import PydanticCustomError
 
 from amber_repro.config.chat_sections import AmberChatSettings
 from amber_repro.config.checks import CONFLICT, conflicts
-
-# Re-exported (stages import them from here): the eval sections and the base types.
-from amber_repro.config.eval_sections import (  # noqa: F401
+from amber_repro.config.eval_sections import (
     EvalSettings,
-    GenerationSettings,
-    SafetyJudge,
-    SafetyPrompts,
-    SafetySettings,
 )
 from amber_repro.config.resource_sections import Resources
 from amber_repro.config.sections import (
@@ -36,17 +30,8 @@ from amber_repro.config.sections import (
     SFTSettings,
     Tokenization,
 )
-from amber_repro.config.types import (  # noqa: F401
-    NAME,
-    PATH_PART,
-    HarnessTask,
-    HubId,
-    ImageRef,
-    PortablePath,
-    Precision,
-    Revision,
+from amber_repro.config.types import (
     Section,
-    SplitName,
 )
 
 

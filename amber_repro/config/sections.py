@@ -17,21 +17,10 @@ from pydantic import (
     StringConstraints,
 )
 
-# Re-exported (stages import them from here): the eval sections and the base types.
-from amber_repro.config.eval_sections import (  # noqa: F401
-    EvalSettings,
-    GenerationSettings,
-    SafetyJudge,
-    SafetyPrompts,
-    SafetySettings,
-)
-from amber_repro.config.types import (  # noqa: F401
+from amber_repro.config.types import (
     NAME,
-    PATH_PART,
-    HarnessTask,
     HubId,
     ImageRef,
-    PortablePath,
     Precision,
     Revision,
     Section,

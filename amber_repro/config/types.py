@@ -1,7 +1,8 @@
 """The value types every settings section shares: constrained strings and the strict base class.
 
-Kept apart from settings.py so that section modules (chat_settings.py) can build on them while
-settings.py imports those modules into the one Config.
+Every section module (sections.py, eval_sections.py, chat_sections.py, resource_sections.py) builds
+on them; schema.py gathers the sections into the one Config. Also the helpers the settings
+modules share: `merge` (a config over another) and `_is_model`.
 """
 
 from __future__ import annotations

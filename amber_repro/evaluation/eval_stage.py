@@ -221,6 +221,29 @@ def usable_pairs(
     return kept, dropped
 
 
+def evaluate_model(report: dict, name: str, path: str, tasks, harness: EvalSettings) -> float:
+    """One model's harness scores into `report`; returns the seconds it took."""
+    began = time.perf_counter()
+    scores, versions = harness_results(Path(path), tasks, harness)
+    report["models"][name] = {
+        "path": path,
+        "weights_sha256": {
+            p.name: sha256_file(p) for p in sorted(Path(path).glob("*.safetensors"))
+        },
+        "tasks": scores,
+    }
+    report["versions"]["tasks"].update(versions)
+    print(
+        f"{name}: "
+        + ", ".join(
+            f"{task} acc {s.get('acc', float('nan')):.4f} "
+            f"acc_norm {s.get('acc_norm', float('nan')):.4f}"
+            for task, s in scores.items()
+        )
+    )
+    return round(time.perf_counter() - began, 3)
+
+
 def main(
     args: argparse.Namespace,
     harness: EvalSettings,
@@ -237,27 +260,9 @@ def main(
     tasks = [(safety_task_config(pairs_path, args.work_dir), 0), *map(parse_task, args.task)]
     report = {"schema_version": 1, "models": {}, "versions": {"tasks": {}}}
     report["pairs_dropped"] = {"text contains EOS": dropped}
-    seconds = {}
-    for name, path in models.items():
-        began = time.perf_counter()
-        scores, versions = harness_results(Path(path), tasks, harness)
-        report["models"][name] = {
-            "path": path,
-            "weights_sha256": {
-                p.name: sha256_file(p) for p in sorted(Path(path).glob("*.safetensors"))
-            },
-            "tasks": scores,
-        }
-        report["versions"]["tasks"].update(versions)
-        seconds[name] = round(time.perf_counter() - began, 3)
-        print(
-            f"{name}: "
-            + ", ".join(
-                f"{task} acc {s.get('acc', float('nan')):.4f} "
-                f"acc_norm {s.get('acc_norm', float('nan')):.4f}"
-                for task, s in scores.items()
-            )
-        )
+    seconds = {
+        name: evaluate_model(report, name, path, tasks, harness) for name, path in models.items()
+    }
     if args.dpo_model in models and args.ref_logps:
         report["dpo_rewards"] = dpo_rewards(
             Path(models[args.dpo_model]),

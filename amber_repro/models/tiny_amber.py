@@ -2,7 +2,7 @@
 
 FastChat's loss mask (chat_template.preprocess) computes turn offsets that only hold for a LLaMA
 SentencePiece tokenizer, so the embedded default cannot use the byte-level BPE tokenizer of
-base_model.py: here a small SentencePiece BPE model is trained with the settings of LLaMA's own
+tiny_llama.py: here a small SentencePiece BPE model is trained with the settings of LLaMA's own
 tokenizer.model (its trainer_spec and normalizer_spec) and saved as a Hugging Face LLaMA tokenizer
 folder (tokenizer.model, tokenizer.json, tokenizer_config.json), the layout of LLM360/Amber's.
 

@@ -41,52 +41,16 @@ import yaml
 from amber_repro import __version__
 from amber_repro.config.jobs import JOBS
 from amber_repro.config.jobs import job as job_kind
-from amber_repro.errors import AmberError
+from amber_repro.provenance.git_tree import ArchiveError, git, tree_state
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.verify import CRATE_NAME, Crate, comparison
-from amber_repro.storage import atomic_path
+from amber_repro.storage import atomic_path, human_bytes
 
 MANIFEST = "BUNDLE.json"
 FORMAT = "amber-repro bundle 1"
 # Jobs whose outputs the bundle holds and the replay restores (jobs.py: those that fetch what the
 # run starts from, and the synthetic raw data): rule -> what they hold.
 RESTORED_RULES = {job.rule: job.restored_as for job in JOBS if job.restored}
-
-
-class ArchiveError(AmberError):
-    exit_code = 2
-
-
-def git(repo: Path, *args: str, env: dict | None = None) -> bytes:
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, env=env, check=False
-        )
-    except OSError as error:
-        raise ArchiveError(f"git: {error}") from None
-    if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip()
-        raise ArchiveError(f"git {' '.join(args)}: {message}")
-    return result.stdout
-
-
-def tree_state(repo: Path) -> dict:
-    """The commit, whether the tree differs from it (untracked files count, as in the stages' run
-    context), the sha256 of `git diff HEAD --binary` (the run context's diff hash) and the whole
-    change as a patch that also creates the untracked files (made with a scratch index)."""
-    commit = git(repo, "rev-parse", "HEAD").decode().strip()
-    status = git(repo, "status", "--porcelain").decode().splitlines()
-    state = {"commit": commit, "dirty": bool(status), "status": status}
-    state["time"] = int(git(repo, "show", "-s", "--format=%ct", "HEAD").decode())
-    state["diff_sha256"] = state["patch"] = None
-    if status:
-        state["diff_sha256"] = hashlib.sha256(git(repo, "diff", "HEAD", "--binary")).hexdigest()
-        with tempfile.TemporaryDirectory() as scratch:
-            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-            git(repo, "read-tree", "HEAD", env=env)
-            git(repo, "add", "-A", env=env)
-            state["patch"] = git(repo, "diff", "--cached", "--binary", "HEAD", env=env)
-    return state
 
 
 # --- members --------------------------------------------------------------------------------------
@@ -244,7 +208,10 @@ def config_members(bundle: Bundle, workdir: Path, crate: Crate) -> list[str]:
     return ["config/run.yaml", *copied]
 
 
-def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
+def checked_run(args: argparse.Namespace) -> tuple[Path, Path, dict, Crate]:
+    """The repository, the results folder, the tree's state and the run's crate, or an
+    ArchiveError naming why they cannot be archived (not a checkout, not its results, an
+    uncommitted change without --allow-dirty, no crate)."""
     results = Path(args.results)
     workdir = results.resolve().parent
     crate_path = results / CRATE_NAME
@@ -266,9 +233,40 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
             f"{crate_path}: no crate; run the whole workflow first (`snakemake --cores N`: "
             "rule all writes the crate)"
         )
-    crate = Crate(crate_path)
+    return repo, results, state, Crate(crate_path)
+
+
+def result_members(crate: Crate, results: Path, with_results: bool, warnings: list[str]):
+    """Which results the bundle holds: (restore, inputs, expected). `restore` maps the members
+    the replay puts back (the outputs of RESTORED_RULES: what came from the network) to their
+    places; `inputs` lists them by source; `expected` are the results the replay compares
+    against (stage records, or every result with --with-results)."""
+    workdir = results.resolve().parent
+    restore: dict[str, str] = {}
+    inputs: dict[str, list[str]] = {}
+    for job in crate.jobs:
+        if job.rule in RESTORED_RULES:
+            inputs.setdefault(RESTORED_RULES[job.rule], []).extend(
+                f"results/{f}" for f in job.results
+            )
+            for file_id in job.results:
+                restore[f"results/{file_id}"] = f"results/{file_id}"
+            if job_kind(job.rule).stage == "eval-datasets":
+                restore.update(datasets_cache(workdir, crate.config, warnings))
+    expected = [
+        f"results/{file_id}"
+        for job in crate.jobs
+        for file_id in job.results
+        if f"results/{file_id}" not in restore
+        and (with_results or comparison(file_id, results / file_id) == "json")
+    ]
+    return restore, inputs, expected
+
+
+def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
+    repo, results, state, crate = checked_run(args)
+    workdir = repo.resolve()
     warnings = check_run_matches_tree(crate, state)
-    config = crate.config
 
     bundle = Bundle(state["time"])
     bundle.add_git_archive(repo, state["commit"])
@@ -283,32 +281,13 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
     if sha256_file(lock) != crate.value("lock_sha256"):
         warnings.append("warning: requirements.lock differs from the lock the run recorded")
 
-    restore: dict[str, str] = {}
-    inputs: dict[str, list[str]] = {}
-    for job in crate.jobs:
-        if job.rule in RESTORED_RULES:
-            inputs.setdefault(RESTORED_RULES[job.rule], []).extend(
-                f"results/{f}" for f in job.results
-            )
-            for file_id in job.results:
-                restore[f"results/{file_id}"] = f"results/{file_id}"
-            if job_kind(job.rule).stage == "eval-datasets":
-                restore.update(datasets_cache(workdir, config, warnings))
-    expected = []
-    for job in crate.jobs:
-        for file_id in job.results:
-            member = f"results/{file_id}"
-            if member in restore:
-                continue
-            original = results / file_id
-            if args.with_results or comparison(file_id, original) == "json":
-                expected.append(member)
+    restore, inputs, expected = result_members(crate, results, args.with_results, warnings)
     for member in sorted(set(restore) | set(expected)):
         if member.startswith("results/") and member[8:] in crate.entities:
             bundle.add_file(member, crate_checked(results, crate, member[8:]))
         else:
             bundle.add_file(member, workdir / member)
-    bundle.add_file(f"results/{CRATE_NAME}", crate_path)
+    bundle.add_file(f"results/{CRATE_NAME}", results / CRATE_NAME)
 
     included.update(inputs=inputs, expected_results=expected, wheels=None, image=None)
     if args.with_wheels:
@@ -367,14 +346,6 @@ def finish(args, bundle, state, crate, included, restore, warnings) -> tuple[Pat
     return out, manifest
 
 
-def human_size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1024
-    return f"{size} B"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"), help="a finished run")
     parser.add_argument("--out-dir", type=Path, default=Path("results/archive"))
@@ -395,4 +366,4 @@ def main(args: argparse.Namespace) -> None:
         print(warning, file=sys.stderr)
     state = "dirty (code.diff included)" if manifest["dirty"] else "clean"
     print(f"commit {manifest['commit'][:12]}, tree {state}, {len(manifest['members'])} members")
-    print(f"wrote {out} ({human_size(out.stat().st_size)})")
+    print(f"wrote {out} ({human_bytes(out.stat().st_size)})")

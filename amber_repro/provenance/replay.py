@@ -34,7 +34,8 @@ import yaml
 
 from amber_repro.config.jobs import BY_RULE
 from amber_repro.errors import AmberError
-from amber_repro.provenance.archive import MANIFEST, RESTORED_RULES, git
+from amber_repro.provenance.archive import MANIFEST, RESTORED_RULES
+from amber_repro.provenance.git_tree import git
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.run_context import RUN_ENV
 from amber_repro.provenance.verify import (
