@@ -30,8 +30,7 @@ from amber_repro.models.tiny_amber import load_tokenizer
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.training import loop
 from amber_repro.training.logprobs import sequence_logps
-from amber_repro.training.runtime import processes, set_kernels
-from amber_repro.training.schedule import micro_batch_size, total_steps
+from amber_repro.training.schedule import total_steps
 
 TEMPLATE = "vicuna_v1.1"  # FastChat's get_conversation_template("vicuna") at v0.2.33
 
@@ -110,10 +109,7 @@ def main(
     chat_tokenizer: ChatTokenizer,
     repro: Reproducibility,
 ) -> None:
-    set_kernels(repro.deterministic, repro.tf32)
-    procs = processes()
-    # A batch that does not split into equal micro-batches stops here, before anything loads.
-    micro_batch_size(train.batch_size, train.gradient_accumulation_steps, procs.world_size)
+    procs = loop.prepare(train, repro)
     tokenizer = load_tokenizer(args.model, chat_tokenizer.legacy, train.model_max_length)
     with naming(args.data):
         chat = preprocess(read_conversations(args.data), tokenizer, train.model_max_length)

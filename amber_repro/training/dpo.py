@@ -31,7 +31,7 @@ from amber_repro.data.tokenization import Limits
 from amber_repro.models.export import model_card
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.training import distributed, loop
-from amber_repro.training.batch_order import evaluation_sample, evaluation_steps, prompt_groups
+from amber_repro.training.batch_order import evaluation_sample, prompt_groups
 from amber_repro.training.losses import preference_loss, reward_metrics
 from amber_repro.training.pairs import (
     ON_MALFORMED,
@@ -46,10 +46,7 @@ from amber_repro.training.runtime import (
     autocast,
     load_model,
     load_tokenizer,
-    processes,
-    set_kernels,
 )
-from amber_repro.training.schedule import micro_batch_size
 
 # The settings main receives, in this order.
 SECTIONS = (DPOSettings, Tokenization, Reproducibility, ON_MALFORMED)
@@ -190,12 +187,7 @@ def main(
     repro: Reproducibility,
     data: DataSettings,
 ) -> None:
-    set_kernels(repro.deterministic, repro.tf32)
-    procs = processes()
-    # A batch that does not split into equal micro-batches, or evaluations closer together than a
-    # step, stop here, before anything loads.
-    micro_batch_size(dpo.batch_size, dpo.gradient_accumulation_steps, procs.world_size)
-    evaluation_steps(dpo.eval_every, dpo.batch_size)
+    procs = loop.prepare(dpo, repro)
     one_process_layout(dpo, procs.world_size)
     tokenizer = load_tokenizer(args.model)
     pad_id = tokenizer.pad_token_id

@@ -35,6 +35,8 @@ from amber_repro.training.runtime import (
     autocast,
     load_model,
     peak_memory_bytes,
+    processes,
+    set_kernels,
 )
 from amber_repro.training.schedule import (
     micro_batch_size,
@@ -95,6 +97,18 @@ class Run:
     @property
     def procs(self) -> Processes:
         return self.checkpoints.training_state[3]
+
+
+def prepare(settings: LoopSettings, repro) -> Processes:
+    """A training stage's processes, with its GPU kernels set (reproducibility settings `repro`).
+    A batch that does not split into equal micro-batches, or held-out evaluations closer together
+    than an optimizer step, stop here, before anything loads."""
+    set_kernels(repro.deterministic, repro.tf32)
+    procs = processes()
+    micro_batch_size(settings.batch_size, settings.gradient_accumulation_steps, procs.world_size)
+    if hasattr(settings, "eval_every"):  # AmberChat's settings have no held-out evaluation
+        evaluation_steps(settings.eval_every, settings.batch_size)
+    return procs
 
 
 def start_run(

@@ -21,11 +21,10 @@ from amber_repro.data.tokenization import Limits, collate, tokenize_sft
 from amber_repro.models.export import model_card
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.training import loop
-from amber_repro.training.batch_order import evaluation_sample, evaluation_steps, prompt_groups
+from amber_repro.training.batch_order import evaluation_sample, prompt_groups
 from amber_repro.training.logprobs import sequence_logps, sft_loss
 from amber_repro.training.pairs import ON_MALFORMED, SFT_TEXT, drop_or_refuse_eos
-from amber_repro.training.runtime import autocast, load_tokenizer, processes, set_kernels
-from amber_repro.training.schedule import micro_batch_size
+from amber_repro.training.runtime import autocast, load_tokenizer
 
 # The settings main receives, in this order.
 SECTIONS = (SFTSettings, Tokenization, Reproducibility, ON_MALFORMED)
@@ -101,12 +100,7 @@ def main(
     repro: Reproducibility,
     data: DataSettings,
 ) -> None:
-    set_kernels(repro.deterministic, repro.tf32)
-    procs = processes()
-    # A batch that does not split into equal micro-batches, or evaluations closer together than a
-    # step, stop here, before anything loads.
-    micro_batch_size(sft.batch_size, sft.gradient_accumulation_steps, procs.world_size)
-    evaluation_steps(sft.eval_every, sft.batch_size)
+    procs = loop.prepare(sft, repro)
     tokenizer = load_tokenizer(args.model)
     examples, groups, dropped = read_examples(args.data, tokenizer, tokens, data.on_malformed)
     evaluate_held_out = held_out_evaluation(
