@@ -14,6 +14,8 @@ SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 .PHONY: run test lint lock system-packages archive reproduce bench
 
 # rule all: eval.json, generations, the report and the provenance crate (results/ro-crate-metadata.json).
+# A failed job's log, ending in its stage's `error: ...` line, is printed: profiles/default/, the
+# workflow profile Snakemake applies to every run, sets show-failed-logs.
 run: $(VENV)/.installed
 	snakemake --cores $(CORES)
 

@@ -1,11 +1,26 @@
 # amber-repro: LLM360 AmberSafe as one DAG.
 # raw PKU-SafeRLHF -> preference pairs -> SFT -> reference log-probs -> DPO -> eval.json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+
+from amber_repro.config.load import read_yaml
+from amber_repro.errors import ConfigError
 
 min_version("9.0")
 
+# Snakemake names neither file nor line when the config file is not YAML: read it first, so that
+# the error does (one line: file, line, column).
+CONFIG_FILE = "config/config.yaml"
+try:
+    if Path(CONFIG_FILE).exists():
+        read_yaml(CONFIG_FILE)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
-configfile: "config/config.yaml"
+
+configfile: CONFIG_FILE
 
 
 report: "rules/captions/workflow.rst"

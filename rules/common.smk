@@ -36,6 +36,14 @@ def check_config_files():
             )
 
 
+def config_files_in_order():
+    """The config files in the order they apply: the Snakefile's `configfile:` (Snakemake lists it
+    after the --configfile overlays it loaded first), then the overlays as given."""
+    overlays = [Path(path).absolute() for path in workflow.overwrite_configfiles]
+    defaults = [path for path in workflow.configfiles if Path(path).absolute() not in overlays]
+    return [os.path.relpath(path) for path in [*defaults, *overlays]]
+
+
 check_config_files()
 try:
     # The recipe's defaults <- the preset <- config.yaml, overlays and --config, typed and checked
@@ -44,7 +52,7 @@ try:
 except ConfigError as error:
     raise WorkflowError(
         "invalid config (files: {}):\n  {}".format(
-            ", ".join(map(str, workflow.configfiles)),
+            ", ".join(config_files_in_order()),
             str(error).replace("\n", "\n  "),
         )
     )

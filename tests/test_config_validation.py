@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from amber_repro.config.load import config_errors
 from amber_repro.config.schema import Config
-from amber_repro.config.types import merge
+from amber_repro.config.sections import DPOSettings
+from amber_repro.config.types import _is_model, merge
 
 PRESETS = REPO / "config" / "presets"
 # The torchrun rules, spelled out (not imported) so that a changed list in the code fails here.
@@ -37,6 +38,19 @@ def test_every_key_names_an_unknown_or_mistyped_value():
             "integer (got 'zero')"
         ),
     ]
+
+
+def test_a_misspelled_key_gets_the_nearest_allowed_one():
+    allowed = ", ".join(sorted(DPOSettings.model_fields))
+    assert config_errors({"dpo": {"betta": 0.2}}, PRESETS) == [
+        f"dpo.betta: unknown key; did you mean beta? (allowed here: {allowed})"
+    ]
+    assert config_errors({"experiments": {"hot": {"dpo": {"betta": 0.2}}}}, PRESETS) == [
+        f"experiments.hot.dpo.betta: unknown key; did you mean beta? (allowed here: {allowed})"
+    ]
+    assert config_errors({"tokenisation": {}}, PRESETS)[0].startswith(
+        "tokenisation: unknown key; did you mean tokenization? (allowed here: amberchat, "
+    )
 
 
 def test_an_unknown_preset_is_named_with_the_allowed_ones():
@@ -184,6 +198,32 @@ def test_the_recipe_on_its_8_gpu_nodes_agrees_with_itself():
 
 
 @pytest.mark.parametrize(
+    "hidden, heads, line",
+    [
+        (96, 4, None),
+        (96, 3, None),  # 32 per head
+        (
+            98,
+            4,
+            "base_model.tiny.hidden_size: 98 is not divisible by base_model.tiny.num_heads 4 (each "
+            "attention head takes an equal share of the hidden size)",
+        ),
+        (
+            90,
+            6,
+            "base_model.tiny.hidden_size: 90 / base_model.tiny.num_heads 6 is 15 dimensions per "
+            "head, an odd number (rotary position embeddings need an even head size)",
+        ),
+    ],
+)
+def test_a_tiny_models_width_splits_into_even_heads(hidden, heads, line):
+    """LlamaConfig refuses these when the build job starts; the config check names them first.
+    amberchat.amber.source: tiny builds its Amber from the same base_model.tiny sizes."""
+    problems = embedded({"base_model": {"tiny": {"hidden_size": hidden, "num_heads": heads}}})
+    assert problems == ([line] if line else [])
+
+
+@pytest.mark.parametrize(
     "bad, good, line",
     [
         (
@@ -208,8 +248,13 @@ def test_the_recipe_on_its_8_gpu_nodes_agrees_with_itself():
             {"resources": {"sft": job(2, cpus=2)}},
             "resources.sft.cpus: 1 is fewer than the 2 processes per node",
         ),
+        (
+            {"base_model": {"tiny": {"hidden_size": 98, "num_heads": 4}}},
+            {"base_model": {"tiny": {"hidden_size": 96, "num_heads": 4}}},
+            "base_model.tiny.hidden_size: 98 is not divisible by base_model.tiny.num_heads 4",
+        ),
     ],
-    ids=["prompt-length", "dpo-batch", "cpus"],
+    ids=["prompt-length", "dpo-batch", "cpus", "tiny-heads"],
 )
 def test_a_dry_run_refuses_settings_that_disagree(workdir, bad, good, line):
     """`snakemake -n` stops naming key and values; the nearest good value plans every job."""
@@ -244,6 +289,16 @@ def string_settings(model: type[BaseModel] = Config, prefix: tuple[str, ...] = (
     return paths
 
 
+def at(path: tuple[str, ...], value) -> dict:
+    """`value` as a config change at the key `path`."""
+    changes: dict = {}
+    node = changes
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return changes
+
+
 def test_the_string_settings_are_found():
     found = {".".join(path) for path, _ in string_settings()}
     assert {
@@ -270,12 +325,71 @@ def test_a_setting_full_of_shell_metacharacters_runs_nothing(workdir, path, is_l
     value = (
         f"x$(touch {marker})`touch {marker}`;touch {marker}|touch {marker}&&touch {marker} '\"\n"
     )
-    changes: dict = {}
-    node = changes
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = [value] if is_list else value
+    changes = at(path, [value] if is_list else value)
     output = refused(workdir, changes, "results/ambersafe/eval.json")
     dotted = ".".join(path)
     assert f"{dotted}: " in output or f"{dotted}.0: " in output, output
     assert not marker.exists()
+
+
+# --- numbers that are not finite ----------------------------------------------------------------
+
+
+def float_settings(model: type[BaseModel] = Config, prefix: tuple[str, ...] = ()) -> list[tuple]:
+    """The key path of every setting that holds a float, found from the types."""
+    paths = []
+    for name, field in model.model_fields.items():
+        if _is_model(field.annotation):
+            paths += float_settings(field.annotation, (*prefix, name))
+        elif float in (field.annotation, *typing.get_args(field.annotation)):
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_the_float_settings_are_found():
+    found = {".".join(path) for path in float_settings()}
+    expected = "sft.lr sft.max_grad_norm dpo.beta dpo.label_smoothing eval.safety.confidence"
+    assert {*expected.split(), "amberchat.train.weight_decay", "amberchat.train.lr"} <= found
+
+
+@pytest.mark.parametrize("path", float_settings(), ids=".".join)
+def test_a_float_setting_must_be_finite(path):
+    dotted = ".".join(path)
+    for value in (float("inf"), float("-inf"), "inf", "Infinity", float("nan"), "nan"):
+        assert embedded(at(path, value)) == [
+            f"{dotted}: Input should be a finite number (got {value!r})"
+        ], value
+
+
+def test_an_experiments_float_must_be_finite():
+    assert embedded({"experiments": {"hot": {"dpo": {"beta": "inf"}}}}) == [
+        "experiments.hot.dpo.beta: Input should be a finite number (got 'inf')"
+    ]
+
+
+# --- values a program would read as options -------------------------------------------------------
+
+OPTION_LIKE = "starts with '-': the program it is passed to would read it as an option"
+
+
+@pytest.mark.parametrize(
+    "path, is_list", string_settings(), ids=lambda p: ".".join(p) if isinstance(p, tuple) else ""
+)
+def test_no_string_setting_starts_with_a_dash(path, is_list):
+    """Shell quoting keeps `-rf` one word, but the program receiving it still reads an option
+    (`container.image: --writable-tmpfs`, `eval.datasets_cache: -rf`). Every constrained string
+    says why; a choice (a Literal) names its choices."""
+    value = "--writable-tmpfs"
+    key = ".".join(path) + (".0" if is_list else "")
+    problems = embedded(at(path, [value] if is_list else value))
+    assert problems == [f"{key}: {OPTION_LIKE} (got {value!r})"] or (
+        len(problems) == 1 and problems[0].startswith(f"{key}: Input should be '")
+    ), problems
+
+
+def test_an_experiment_name_or_a_path_is_refused_only_for_a_leading_dash():
+    assert embedded({"experiments": {"-rf": {}}}) == [
+        f"experiments.-rf.[key]: {OPTION_LIKE} (got '-rf')"
+    ]
+    changes = {"container": {"image": "images/a-b.sif"}, "eval": {"datasets_cache": "/-x/-y"}}
+    assert embedded(changes) == []

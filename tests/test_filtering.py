@@ -153,6 +153,29 @@ def test_non_boolean_safety_label_names_row_and_column(tmp_path):
         filter_dir(tmp_path, {"train": frame})
 
 
+@pytest.mark.parametrize(
+    "column, dtype",
+    [
+        ("is_response_0_safe", pl.String),
+        ("is_response_0_safe", pl.Null),
+        ("is_response_1_safe", pl.Int64),
+        ("prompt", pl.Int64),
+    ],
+)
+def test_an_all_null_column_of_any_type_is_a_null_value(tmp_path, column, dtype):
+    """No value has the wrong type, so the problem is the nulls: named like any null value, and
+    dropped and counted like them under data.on_malformed: drop."""
+    frame = raw_frame(TRICKY_ROWS).with_columns(pl.lit(None, dtype=dtype).alias(column))
+    with pytest.raises(DataError) as error:
+        filter_dir(tmp_path, {"train": frame})
+    assert str(error.value) == (
+        f"{tmp_path / 'raw' / 'train.parquet'}: row 0, column {column}: null value (8 malformed "
+        "row(s) in this file; set data.on_malformed: drop to drop and count them instead)"
+    )
+    with pytest.raises(DataError, match=rf"\(dropped: malformed: null {column} 8\)"):
+        filter_dir(tmp_path, {"train": frame}, on_malformed="drop")
+
+
 def test_empty_and_missing_files_are_named(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -156,3 +156,11 @@ def test_a_bad_flag_value_is_named_without_a_traceback(capsys):
     assert "--beta: Input should be greater than 0 (got -1.0)" in err
     assert "--batch-size: Input should be greater than or equal to 1 (got 0)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--beta", "--lr", "--max-grad-norm", "--label-smoothing"])
+def test_a_flag_that_is_not_a_finite_number_is_named(capsys, flag):
+    assert main([*DPO_REQUIRED, flag, "inf"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {flag}: Input should be a finite number (got inf)"
+    ]

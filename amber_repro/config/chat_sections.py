@@ -14,7 +14,8 @@ from pydantic import Field, StringConstraints
 
 from amber_repro.config.eval_sections import LLM360_TASKS
 from amber_repro.config.types import (
-    PATH_PART,
+    NOT_AN_OPTION,
+    RELATIVE_PATH,
     HarnessTask,
     HubId,
     Precision,
@@ -23,8 +24,8 @@ from amber_repro.config.types import (
 )
 
 # A file inside a hub repository (relative, portable characters) and a hex sha256.
-RepoFile = Annotated[str, StringConstraints(pattern=rf"^{PATH_PART}(?:/{PATH_PART})*$")]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+RepoFile = Annotated[str, StringConstraints(pattern=rf"^{RELATIVE_PATH}$"), NOT_AN_OPTION]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$"), NOT_AN_OPTION]
 
 
 class ChatSource(Section):

@@ -13,8 +13,8 @@ from amber_repro.config.eval_sections import EvalSettings
 from amber_repro.config.experiments import DEFAULT, EVAL_KEYS, experiment_settings
 from amber_repro.config.jobs import MULTI_NODE
 from amber_repro.config.resource_sections import JobResources, Resources
-from amber_repro.config.sections import DPOSettings, Tokenization, Training
-from amber_repro.config.types import merge
+from amber_repro.config.sections import DPOSettings, TinyModel, Tokenization, Training
+from amber_repro.config.types import merge, unknown_key
 
 if TYPE_CHECKING:  # Config runs these checks when it validates: schema.py imports this module
     from amber_repro.config.schema import Config
@@ -40,6 +40,7 @@ def conflicts(config: Config) -> list[tuple[tuple[str, ...], object, str]]:
 
     return [
         *_tokenization_conflicts(config.tokenization),
+        *_tiny_model_conflicts(config.base_model.tiny),
         *_batch_conflicts(config),
         *batch_conflicts(
             ("amberchat", "train"), config.amberchat.train, "amberchat", config.resources.amberchat
@@ -59,6 +60,26 @@ def _tokenization_conflicts(tokens: Tokenization) -> list:
         "the response)"
     )
     return [(("tokenization", "max_prompt_length"), tokens.max_prompt_length, message)]
+
+
+def _tiny_model_conflicts(tiny: TinyModel) -> list:
+    """LlamaConfig splits hidden_size evenly over the heads, and rotary position embeddings need
+    an even head size. The tiny Amber (amberchat.amber.source: tiny) has the same sizes."""
+    hidden, heads = tiny.hidden_size, tiny.num_heads
+    named = f"base_model.tiny.hidden_size: {hidden}"
+    if hidden % heads:
+        message = (
+            f"{named} is not divisible by base_model.tiny.num_heads {heads} (each attention head "
+            "takes an equal share of the hidden size)"
+        )
+    elif hidden // heads % 2:
+        message = (
+            f"{named} / base_model.tiny.num_heads {heads} is {hidden // heads} dimensions per "
+            "head, an odd number (rotary position embeddings need an even head size)"
+        )
+    else:
+        return []
+    return [(("base_model", "tiny", "hidden_size"), hidden, message)]
 
 
 def _batch_conflicts(config: Config) -> list:
@@ -162,7 +183,7 @@ def _named(error: ValidationError, where: tuple[str, ...], model) -> list:
         loc = (*where, *map(str, problem["loc"]))
         key = ".".join(loc)
         if problem["type"] == "extra_forbidden":
-            message = f"{key}: unknown key (allowed here: {', '.join(sorted(model.model_fields))})"
+            message = unknown_key(key, model.model_fields)
         else:
             message = f"{key}: {problem['msg']} (got {problem['input']!r})"
         problems.append((loc, problem["input"], message))

@@ -11,12 +11,41 @@ from pydantic import BaseModel, ValidationError
 
 from amber_repro.config.checks import CONFLICT
 from amber_repro.config.schema import Config
-from amber_repro.config.types import _is_model, merge
+from amber_repro.config.types import _is_model, merge, unknown_key
 from amber_repro.errors import ConfigError
 
 # Snakemake hands `--config key={nested: value}` over with every scalar as a string; these mean
 # null.
 NULL_STRINGS = {"null", "Null", "NULL", "~", "None"}
+
+
+def read_yaml(path: Path | str) -> dict:
+    """A YAML config file's keys ({} when empty). Raises ConfigError with one line naming the file
+    and, for a syntax error, the line and column."""
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}{_yaml_problem(error)}") from None
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: a config file holds keys at the top level, not a {type(values).__name__}"
+        )
+    return values or {}
+
+
+def _yaml_problem(error: Exception) -> str:
+    """`, line L, column C: not valid YAML: <problem>`, where the parser found it."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f": not valid YAML: {error}"
+    problem, start = f"{error.problem}", error.context_mark
+    if error.context and start and start.line != mark.line:  # what it read, and where it began
+        problem += f" ({error.context} at line {start.line + 1}, column {start.column + 1})"
+    elif error.context:
+        problem += f" ({error.context})"
+    return f", line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
 
 
 def preset_values(name: str, presets_dir: Path) -> dict:
@@ -26,7 +55,7 @@ def preset_values(name: str, presets_dir: Path) -> dict:
     path = Path(presets_dir) / f"{name}.yaml"
     if not path.is_file():
         return {}  # an unknown name: validation names it with the allowed ones
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(path)
 
 
 def resolve(config: dict, presets_dir: Path) -> Config:
@@ -52,14 +81,15 @@ def config_errors(config: dict, presets_dir: Path) -> list[str]:
 
 
 def error_lines(error: ValidationError) -> list[str]:
-    """One sorted line per problem, starting with the dotted key it concerns."""
+    """One sorted line per problem, starting with the dotted key it concerns; an unknown key gets
+    the nearest allowed one ("did you mean ...?")."""
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         if problem["type"] == "extra_forbidden":
             parent = _model_at(Config, problem["loc"][:-1])
-            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
-            lines.append(f"{where}: unknown key (allowed here: {allowed})")
+            allowed = parent.model_fields if parent else ("?",)
+            lines.append(unknown_key(where, allowed))
         elif problem["type"] == CONFLICT:  # Config's cross-checks: the message names the values
             lines.append(problem["msg"])
         else:

@@ -19,6 +19,7 @@ from pydantic import (
 
 from amber_repro.config.types import (
     NAME,
+    NOT_AN_OPTION,
     HubId,
     ImageRef,
     Precision,
@@ -199,7 +200,9 @@ class ContainerSettings(Section):
 
 
 # An experiment's name: a folder under results/ambersafe/experiments/.
-ExperimentName = Annotated[str, StringConstraints(pattern=rf"^{NAME}$", max_length=64)]
+ExperimentName = Annotated[
+    str, StringConstraints(pattern=rf"^{NAME}$", max_length=64), NOT_AN_OPTION
+]
 
 
 class Experiment(Section):

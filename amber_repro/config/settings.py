@@ -12,10 +12,9 @@ import yaml
 from pydantic import BaseModel
 
 from amber_repro.config.jobs import MULTI_NODE
-from amber_repro.config.load import resolve
+from amber_repro.config.load import read_yaml, resolve
 from amber_repro.config.schema import Config
 from amber_repro.config.types import merge
-from amber_repro.errors import ConfigError
 
 
 def json_schema() -> str:
@@ -92,9 +91,7 @@ def main(args: argparse.Namespace) -> None:
     else:
         config: dict = {}
         for path in args.show:
-            if not path.is_file():
-                raise ConfigError(f"{path}: no such config file")
-            config = merge(config, yaml.safe_load(path.read_text()) or {})
+            config = merge(config, read_yaml(path))
         print(
             yaml.safe_dump(resolve(config, args.presets).model_dump(mode="json"), sort_keys=False),
             end="",

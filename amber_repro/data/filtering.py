@@ -49,16 +49,22 @@ def read_raw(path: Path) -> pl.DataFrame:
         )
     frame = frame.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     for column in TEXT_COLUMNS:
-        _require_dtype(frame, path, column, pl.String, "text")
+        frame = _require_dtype(frame, path, column, pl.String, "text")
     for column in LABEL_COLUMNS:
-        _require_dtype(frame, path, column, pl.Boolean, "non-boolean safety label")
+        frame = _require_dtype(frame, path, column, pl.Boolean, "non-boolean safety label")
     return frame
 
 
-def _require_dtype(frame: pl.DataFrame, path: Path, column: str, dtype, what: str) -> None:
-    if frame.schema[column] == dtype or frame.schema[column] == pl.Null:
-        return
-    first = frame.filter(pl.col(column).is_not_null()).row(0, named=True)
+def _require_dtype(frame: pl.DataFrame, path: Path, column: str, dtype, what: str) -> pl.DataFrame:
+    """`frame` with `column` of `dtype`. A column of nulls only, whatever its type, has no value of
+    the wrong type: it becomes nulls of `dtype`, reported (or dropped) as null values by
+    filter_split."""
+    if frame.schema[column] == dtype:
+        return frame
+    present = frame.filter(pl.col(column).is_not_null())
+    if present.height == 0:
+        return frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
+    first = present.row(0, named=True)
     raise DataError(
         f"{path}: row {first[ROW]}, column {column}: {what} expected, got {first[column]!r} "
         f"(column type {frame.schema[column]})"
