@@ -180,6 +180,13 @@ STAGES = {
         "main",
         "one bundle of a finished run: code, config, lock, raw data, crate",
     ),
+    "verify": Stage(
+        "provenance.damage",
+        "add_arguments",
+        "main",
+        "check every output the crate lists against its sha256: each damaged or missing file "
+        "and the rule that makes it",
+    ),
     "reproduce": Stage(
         "provenance.replay",
         "add_arguments",

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.model_files import file_record
 from amber_repro.provenance.run_context import (
     command_line,
     kernel_settings,
@@ -108,6 +108,8 @@ def write_model_dir(
     """Write the folder beside its final place, then rename it in: a reader never sees half of it.
 
     `state_dict`: the full weights when the model itself is sharded (gathered by the caller).
+    amber_repro.json records the size and sha256 of every file a load reads (`files`; the weights'
+    hashes again as `weights_sha256`): loading checks them (provenance/model_files.py).
     """
     tensors = state_dict if state_dict is not None else model.state_dict()
     with atomic_path(out_dir, needed_bytes=tensor_bytes(tensors)) as tmp:
@@ -120,12 +122,14 @@ def write_model_dir(
                 shutil.copytree(source, target)
             else:
                 shutil.copy2(source, target)
-        weights = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))}
+        files = file_record(tmp)
+        weights = {n: f["sha256"] for n, f in files.items() if n.endswith(".safetensors")}
         write_json(
             tmp / "amber_repro.json",
             {
                 **record,
                 "weights_sha256": weights,
+                "files": files,
                 "software": software_versions(),
                 "kernels": kernel_settings(),
                 "run": run_context(),
