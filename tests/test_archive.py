@@ -115,6 +115,24 @@ def test_the_bundle_holds_code_config_lock_raw_data_and_crate(bundle, checkout):
     for name, digest in manifest["members"].items():
         if found[name] is not None:
             assert hashlib.sha256(found[name]).hexdigest() == digest, name
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert manifest["manifest_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_an_edited_bundle_json_is_refused_before_anything_is_restored(bundle, tmp_path):
+    def retarget(data: bytes) -> bytes:
+        manifest = json.loads(data)
+        manifest["restore"][RAW_TRAIN] = "../../outside.parquet"
+        return json.dumps(manifest).encode()
+
+    edited = changed_bundle(bundle, tmp_path / "edited.tar.gz", "BUNDLE.json", retarget)
+    result = reproduce(edited, tmp_path / "replay", timeout=120)
+    assert result.returncode == 2
+    assert "error: " in result.stderr and "Traceback" not in result.stderr
+    assert "BUNDLE.json was changed after the bundle was made" in result.stderr
+    assert not (tmp_path / "outside.parquet").exists()
+    assert not (tmp_path / "replay" / "code" / "results").exists()
 
 
 def test_a_bundle_reproduces_every_artifact_offline(bundle, tmp_path):

@@ -99,6 +99,11 @@ def test_a_truncated_file_falls_back_to_the_previous_checkpoint(
         result.stdout
     )
     assert same_weights(tmp_path / "model", reference)
+    # The finished stage removed its state folder; the set-aside checkpoint is kept beside it.
+    assert not state.exists()
+    kept = tmp_path / "state.rejected" / "checkpoint"
+    assert f"set aside as {kept}, falling back" in result.stdout
+    assert (kept / name).stat().st_size < (interrupted / "checkpoint" / name).stat().st_size
 
 
 def test_bytes_overwritten_inside_a_shard_are_caught(interrupted, pipeline, tmp_path):
@@ -135,6 +140,24 @@ def test_a_torn_last_metrics_line_is_dropped_and_said(interrupted, pipeline, tmp
     assert f"at optimizer step {current_step} " in result.stdout
     lines = (tmp_path / "model/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == list(range(1, len(lines) + 1))
+
+
+def test_a_changed_byte_in_the_state_metrics_log_never_reaches_the_final_log(
+    interrupted, pipeline, tmp_path
+):
+    state, current_step, _ = copy_state(interrupted, tmp_path)
+    metrics = state / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    second = json.loads(lines[1])
+    lines[1] = json.dumps({**second, "loss": second["loss"] + 1000}, sort_keys=True)
+    metrics.write_text("".join(f"{line}\n" for line in lines))
+    result = rerun(pipeline, tmp_path)
+    assert f"{metrics} differs from the copy signed with checkpoint {state / 'checkpoint'} at " in (
+        result.stdout
+    )
+    assert f"line 2: restored from the checkpoint (steps up to {current_step})" in result.stdout
+    final = (tmp_path / "model/metrics.jsonl").read_text().splitlines()
+    assert json.loads(final[1]) == second
 
 
 class Planted:

@@ -3,7 +3,8 @@ which `python -m amber_repro reproduce` (amber_repro/provenance/replay.py) rerun
 offline and checks every result against the run's provenance crate.
 
 The bundle (a gzipped tar, members in a fixed order, owners and times normalised):
-  BUNDLE.json            commit, dirty flag, what is included, the sha256 of every other member
+  BUNDLE.json            commit, dirty flag, what is included, the sha256 of every other member,
+                         and the sha256 of its own content (manifest_sha256; bundle_checks.py)
   code/                  `git archive` of the commit
   code.commit            the commit object (`git cat-file commit`): with code/ it makes the commit
                          again, so the replay is a checkout of it and the stages record it (no
@@ -41,13 +42,12 @@ import yaml
 from amber_repro import __version__
 from amber_repro.config.jobs import JOBS
 from amber_repro.config.jobs import job as job_kind
+from amber_repro.provenance.bundle_checks import DIGEST_KEY, FORMAT, MANIFEST, manifest_digest
 from amber_repro.provenance.git_tree import ArchiveError, git, tree_state
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.verify import CRATE_NAME, Crate, comparison
 from amber_repro.storage import atomic_path, human_bytes
 
-MANIFEST = "BUNDLE.json"
-FORMAT = "amber-repro bundle 1"
 # Jobs whose outputs the bundle holds and the replay restores (jobs.py: those that fetch what the
 # run starts from, and the synthetic raw data): rule -> what they hold.
 RESTORED_RULES = {job.rule: job.restored_as for job in JOBS if job.restored}
@@ -315,6 +315,11 @@ def add_image(bundle: Bundle, workdir: Path, config: dict, restore: dict) -> str
     if "://" in image:
         raise ArchiveError(f"the image {image} is a registry reference: nothing to bundle")
     path = workdir / image
+    if Path(image).is_absolute() or ".." in Path(image).parts:
+        raise ArchiveError(
+            f"container.image {image} lies outside the repository, where the replay cannot put "
+            "it back: copy it into the repository (say containers/) or archive without WITH_IMAGE"
+        )
     if not path.is_file():
         raise ArchiveError(f"{image}: no image to bundle (build it first: see containers/)")
     bundle.add_file(f"image/{path.name}", path)
@@ -340,6 +345,7 @@ def finish(args, bundle, state, crate, included, restore, warnings) -> tuple[Pat
         "warnings": warnings,
         "members": bundle.sha256,
     }
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
     out = Path(args.out_dir) / f"amber-repro-{state['commit'][:12]}.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     bundle.write(out, manifest)

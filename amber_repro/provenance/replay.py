@@ -1,8 +1,10 @@
 """`python -m amber_repro reproduce`: rerun an archived run (amber_repro/provenance/archive.py)
 from its bundle in a fresh folder, offline, and check every result against the run's crate.
 
-  1. unpack into DIR (which must be empty), check the members against BUNDLE.json (a changed member
-     is reported, and the replay goes on: the verification says where it matters);
+  1. unpack into DIR (which must be empty); refuse a BUNDLE.json edited since the bundle was made
+     and any path that leads outside DIR (bundle_checks.py); check the members against BUNDLE.json
+     (a changed member is reported, and the replay goes on: the verification says where it
+     matters);
   2. make DIR/code a git checkout of the archived commit (its files plus code.commit make the same
      commit hash only when they are the commit's files; the stages then record that commit), and
      apply code.diff when there is one;
@@ -34,7 +36,8 @@ import yaml
 
 from amber_repro.config.jobs import BY_RULE
 from amber_repro.errors import AmberError
-from amber_repro.provenance.archive import MANIFEST, RESTORED_RULES
+from amber_repro.provenance.archive import RESTORED_RULES
+from amber_repro.provenance.bundle_checks import MANIFEST, check_manifest, restore_plan
 from amber_repro.provenance.git_tree import git
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.run_context import RUN_ENV
@@ -69,7 +72,10 @@ def say(message: str) -> None:
 
 
 def unpack(archive: Path, target: Path) -> dict:
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    """Unpack into the new folder; BUNDLE.json, once checked (bundle_checks.py)."""
+    if target.exists() and not target.is_dir():
+        raise ReplayError(f"{target} is a file, not a folder: give a new folder")
+    if target.exists() and any(target.iterdir()):
         raise ReplayError(f"{target} is not empty: give a new folder")
     target.mkdir(parents=True, exist_ok=True)
     try:
@@ -78,9 +84,12 @@ def unpack(archive: Path, target: Path) -> dict:
     except (OSError, tarfile.TarError) as error:
         raise ReplayError(f"{archive}: cannot unpack ({error})") from None
     try:
-        return json.loads((target / MANIFEST).read_text())
+        manifest = json.loads((target / MANIFEST).read_text())
     except (OSError, ValueError):
         raise ReplayError(f"{archive}: no {MANIFEST}; not an amber-repro bundle") from None
+    check_manifest(manifest, archive)
+    restore_plan(target, manifest)
+    return manifest
 
 
 def changed_members(target: Path, manifest: dict) -> list[str]:
@@ -194,19 +203,22 @@ def environment(python: Path, target: Path, manifest: dict, claim: bool) -> dict
 
 
 def restore(target: Path, manifest: dict) -> list[str]:
-    """Move the fetched inputs into code/ and make them newer than every code file."""
+    """Move the fetched inputs into code/ and make them newer than every code file. Each path is
+    checked again here, after the checkout (a code.diff may have made symlinks)."""
     moved = []
-    for member, path in manifest.get("restore", {}).items():
-        source, destination = target / member, target / "code" / path
-        if not source.is_file():
-            raise ReplayError(f"the bundle lacks {member}, an input of the run")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        source.replace(destination)
-        moved.append(path)
+    for (member, path), (source, destination) in zip(
+        manifest["restore"].items(), restore_plan(target, manifest), strict=True
+    ):
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(destination)
+        except OSError as error:
+            raise ReplayError(f"cannot restore {member} as code/{path}: {error}") from None
+        moved.append((path, destination))
     now = time.time()
-    for path in moved:
-        os.utime(target / "code" / path, (now, now))
-    return moved
+    for _, destination in moved:
+        os.utime(destination, (now, now), follow_symlinks=False)
+    return [path for path, _ in moved]
 
 
 # --- the DAG, job by job --------------------------------------------------------------------------

@@ -3,12 +3,13 @@ reads anything in the folder.
 
 results/ may sit on shared scratch that other users can write, and torch's distributed checkpoint
 reader unpickles `.metadata`, so a replaced file could run code. Each checkpoint therefore ends with
-`manifest.json` (written last, atomically): the size and sha256 of every file, the run's fingerprint
-and step, and an HMAC-SHA256 over all of it keyed by a per-user secret kept outside results/
-($AMBER_REPRO_KEY_FILE, default ${XDG_CONFIG_HOME:-~/.config}/amber-repro/checkpoint.key). A
-folder whose manifest is missing, unsigned by this key, or disagrees with any file is not used.
-Loading then unpickles only the `.metadata` bytes it has just matched to the manifest, and reads
-every other non-tensor value with `weights_only=True`.
+`manifest.json` (written last, atomically): the size and sha256 of every file (the run's
+metrics.jsonl up to the checkpoint's step included), the run's fingerprint and step, and an
+HMAC-SHA256 over all of it keyed by a per-user secret kept outside results/ ($AMBER_REPRO_KEY_FILE,
+default ${XDG_CONFIG_HOME:-~/.config}/amber-repro/checkpoint.key). A folder whose manifest is
+missing, unsigned by this key, or disagrees with any file is not used. Loading then unpickles only
+the `.metadata` bytes it has just matched to the manifest, and reads every other non-tensor value
+with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from amber_repro.errors import CheckpointError
 
 MANIFEST = "manifest.json"
-FORMAT = "amber-repro checkpoint manifest 1"
+FORMAT = "amber-repro checkpoint manifest 2"  # 2: metrics.jsonl is one of the files
 KEY_BYTES = 32
 
 
@@ -140,7 +141,10 @@ def verify_folder(folder: Path, key: bytes) -> dict:
             "key, or altered)"
         )
     if body.get("format") != FORMAT:
-        raise Rejected(f"{MANIFEST} has another format than {FORMAT!r}")
+        raise Rejected(
+            f"{MANIFEST} has format {body.get('format')!r}, not {FORMAT!r} (written by another "
+            "amber_repro version)"
+        )
     listed, present = set(manifest["files"]), set(folder_files(folder))
     if present - listed:
         raise Rejected(f"unexpected file {sorted(present - listed)[0]}")

@@ -10,10 +10,13 @@ fingerprint of the run's settings and inputs: a changed setting (say a new learn
 afresh instead of resuming someone else's run. The process count is not part of the fingerprint:
 the effective batch does not depend on it.
 
-The newest two checkpoints are kept: a damaged or untrusted one is set aside (`<name>.rejected`)
-and the run resumes from the other, or starts afresh saying why. Non-finite weights are never
-saved, and a divergence is recorded (`diverged.json`) so that a rerun with the same settings stops
-at once instead of training into NaN again.
+Each checkpoint also holds a copy of the run's `metrics.jsonl` up to its step, under the signed
+manifest; resuming checks the log against it (metrics.reconcile). The newest two checkpoints are
+kept: a damaged or untrusted one is set aside, outside the state folder that the finished stage
+removes (`<state folder>.rejected/<name>`, replacing an older one of that name), and the run
+resumes from the other, or starts afresh saying why. Non-finite weights are never saved, and a
+divergence is recorded (`diverged.json`) so that a rerun with the same settings stops at once
+instead of training into NaN again.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from amber_repro.errors import CheckpointError, NonFiniteLossError
 from amber_repro.storage import disk_full_errors, tensor_bytes
-from amber_repro.training import distributed
+from amber_repro.training import distributed, metrics
 from amber_repro.training.checkpoint_trust import (
     Rejected,
     VerifiedReader,
@@ -56,7 +59,7 @@ warnings.filterwarnings(
 CURRENT = "checkpoint"
 PREVIOUS = "checkpoint.old"
 TEMPORARY = ".checkpoint.tmp"
-REJECTED = ".rejected"  # suffix of a folder set aside as damaged or untrusted
+REJECTED = ".rejected"  # <state folder>.rejected/: checkpoints set aside as damaged or untrusted
 DIVERGED = "diverged.json"
 
 
@@ -142,6 +145,7 @@ def save_checkpoint(
                 },
                 tmp / "trainer_state.pt",
             )
+            _copy_metrics(state_dir / metrics.METRICS, tmp / metrics.METRICS)
     own = {n: file_digest(tmp / n) for n in folder_files(tmp) if _written_by(n, procs.rank)}
     hashed = distributed.gather(own)  # also waits until every process has written its files
     if procs.is_main:
@@ -165,11 +169,26 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
         raise
 
 
+def _copy_metrics(log: Path, copy: Path) -> None:
+    """The metrics log as it is at this step (empty before the first line), for the manifest."""
+    if log.exists():
+        shutil.copyfile(log, copy)
+    else:
+        copy.write_bytes(b"")
+
+
+def rejected_dir(state_dir: Path) -> Path:
+    """Where set-aside checkpoints go: beside the state folder, which the finished stage removes."""
+    return state_dir.with_name(state_dir.name + REJECTED)
+
+
 def _set_aside(folder: Path) -> Path:
-    """Move a rejected checkpoint out of the rotation (kept for a look, replacing an older one)."""
-    target = folder.with_name(folder.name + REJECTED)
+    """Move a rejected checkpoint out of the rotation and out of the state folder (kept for a
+    look, replacing an older one of the same name)."""
+    target = rejected_dir(folder.parent) / folder.name
     try:
         shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(target)
     except OSError as error:
         raise CheckpointError(f"cannot set aside unusable checkpoint {folder}: {error}") from None
@@ -194,18 +213,29 @@ def choose_checkpoint(state_dir: Path, fingerprint: str) -> tuple[Path, dict] | 
         if rejected:  # only the current one can have been rejected before this one
             print(
                 f"not resuming from {state_dir / CURRENT}: {rejected[0].split(': ', 1)[1]}; set "
-                f"aside as {CURRENT}{REJECTED}, falling back to the previous checkpoint"
+                f"aside as {rejected_dir(state_dir) / CURRENT}, falling back to the previous "
+                "checkpoint"
             )
         if manifest["fingerprint"] != fingerprint:
             print(f"ignoring checkpoint {folder}: written by a run with other settings or inputs")
             return None
+        restore_metrics(state_dir, folder, manifest)
         return folder, manifest
     if rejected:
         print(
             f"starting afresh: no usable checkpoint in {state_dir} ({'; '.join(rejected)}); "
-            f"set aside as <name>{REJECTED}"
+            f"set aside in {rejected_dir(state_dir)}"
         )
     return None
+
+
+def restore_metrics(state_dir: Path, folder: Path, manifest: dict) -> None:
+    """The metrics log up to the checkpoint's step must be its signed copy (read once, and used
+    only if those bytes are the ones the manifest names), or is restored from it."""
+    signed = (folder / metrics.METRICS).read_bytes()
+    if hashlib.sha256(signed).hexdigest() != manifest["files"][metrics.METRICS]["sha256"]:
+        raise CheckpointError(f"{folder / metrics.METRICS} changed after it was verified")
+    metrics.reconcile(state_dir / metrics.METRICS, signed, manifest["step"], folder)
 
 
 def load_checkpoint(folder: Path, manifest: dict, model, optimizer, scheduler, procs) -> int:
