@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 SYSTEM_PACKAGES := slurmctld slurmd slurm-client munge iproute2
 SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 
-.PHONY: run test lint lock system-packages archive reproduce bench
+.PHONY: run test test-fast lint lock system-packages archive reproduce bench
 
 # rule all: eval.json, generations, the report and the provenance crate (results/ro-crate-metadata.json).
 # A failed job's log, ending in its stage's `error: ...` line, is printed: profiles/default/, the
@@ -19,8 +19,16 @@ SYSTEM_PROGRAMS := slurmctld slurmd munged sbatch srun ip
 run: $(VENV)/.installed
 	snakemake --cores $(CORES)
 
+# The whole suite, TEST_WORKERS processes at a time (pytest-xdist; a file's tests stay together, so
+# its fixtures are built once), with the 25 slowest tests listed so that growth shows.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed $(FASTCHAT_VENV)/.installed system-packages
-	python -m pytest -q
+	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+
+# The inner loop: the tests that start no Snakemake, SLURM or training process (markers in
+# tests/conftest.py and pyproject.toml), in about 2 minutes.
+test-fast: $(VENV)/.installed
+	python -m pytest -q -m "not slow and not slurm and not integration" --durations=10
 
 # Peer benchmark: our DPO stage against TRL's DPOTrainer on the same work (bench/peer_trl_dpo.py
 # says what it runs). BENCH_ARGS passes flags, e.g. BENCH_ARGS='--repeats 1 --configs embedded:20'

@@ -10,10 +10,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import run
 
 from amber_repro.config.load import resolve
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Markers from what a test uses (registered in pyproject.toml); `make test-fast` leaves them out.
+SLURM_FIXTURES = {"cluster"}  # a SLURM cluster on localhost
+WORKFLOW_FIXTURES = {"pipeline", "chat_pipeline", "workdir"}  # Snakemake runs or dry-runs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLURM_FIXTURES:
+            item.add_marker(pytest.mark.slurm)
+        if used & WORKFLOW_FIXTURES:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,9 +100,9 @@ class Workdir:
     def write_config(self, config: dict) -> None:
         (self.path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def snakemake(
-        self, *args: str, check: bool = True, timeout: float = 900
-    ) -> subprocess.CompletedProcess:
+    def snakemake(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Snakemake on this working directory, from it (as users run it: relative --configfile
+        paths resolve there), with no time limit of its own (tests/processes.py)."""
         command = [
             sys.executable,
             "-m",
@@ -101,15 +115,7 @@ class Workdir:
             "2",
             *args,
         ]
-        # From the working directory, as users run it: relative --configfile paths resolve there.
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=snakemake_env(),
-            timeout=timeout,
-            cwd=self.path,
-        )
+        result = run(command, env=snakemake_env(), cwd=self.path, snakemake_dir=self.path)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"snakemake {' '.join(args)} failed ({result.returncode}):\n"

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, Workdir, fake_apptainer, snakemake_env
+from processes import PATIENCE, run
 
 
 def free_port() -> int:
@@ -130,7 +131,7 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
             + "".join(f"NodeName={name} Name=gpu File={gpu_files}\n" for name in self.nodes)
         )
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = PATIENCE) -> None:
         """Start the daemons; if one fails, stop those already running before raising."""
         try:
             self._start(timeout)
@@ -226,9 +227,7 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE St
             self.network.remove()
 
 
-def slurm_snakemake(
-    workdir: Workdir, cluster: LocalSlurm, *args: str, timeout: float = 600, wait=True
-):
+def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, wait=True):
     """Snakemake with the repository's slurm profile; test overrides for this one-node cluster."""
     command = [
         sys.executable,
@@ -275,17 +274,16 @@ def slurm_snakemake(
         PATH=f"{cluster.root / 'bin'}{os.pathsep}{fake_bin}{os.pathsep}{env['PATH']}",
     )
     if not wait:
-        return subprocess.Popen(
+        return subprocess.Popen(  # its own process group: processes.stop ends it and its jobs
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
             cwd=workdir.path,
+            start_new_session=True,
         )
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir.path
-    )
+    result = run(command, env=env, cwd=workdir.path, snakemake_dir=workdir.path)
     assert result.returncode == 0, (
         f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}\n{cluster.logs()}"
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Workdir, scheduled_jobs, snakemake_env
+from processes import run
 
 VENV = Path(sys.prefix)
 RAW_TRAIN = "results/raw/pku-saferlhf/train.parquet"
@@ -32,14 +33,12 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
 
 
-def make(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`make` as a user runs it, with this environment as the Makefile's VENV (-o: never
     reinstalled by a test). The hub is unreachable: any download would fail."""
     env = {**snakemake_env(), "HF_ENDPOINT": "http://127.0.0.1:9"}
     command = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", f"VENV={VENV}", *args]
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run(command, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +88,8 @@ def changed_bundle(bundle: Path, out: Path, name: str, change) -> Path:
     return out
 
 
-def reproduce(bundle: Path, replay: Path, *args: str, timeout: float = 900):
-    return make(REPO, "reproduce", f"ARCHIVE={bundle}", f"DIR={replay}", *args, timeout=timeout)
+def reproduce(bundle: Path, replay: Path, *args: str):
+    return make(REPO, "reproduce", f"ARCHIVE={bundle}", f"DIR={replay}", *args)
 
 
 def test_the_bundle_holds_code_config_lock_raw_data_and_crate(bundle, checkout):
@@ -127,7 +126,7 @@ def test_an_edited_bundle_json_is_refused_before_anything_is_restored(bundle, tm
         return json.dumps(manifest).encode()
 
     edited = changed_bundle(bundle, tmp_path / "edited.tar.gz", "BUNDLE.json", retarget)
-    result = reproduce(edited, tmp_path / "replay", timeout=120)
+    result = reproduce(edited, tmp_path / "replay")
     assert result.returncode == 2
     assert "error: " in result.stderr and "Traceback" not in result.stderr
     assert "BUNDLE.json was changed after the bundle was made" in result.stderr
@@ -157,7 +156,7 @@ def test_a_changed_byte_in_the_raw_data_is_the_first_divergence(bundle, tmp_path
         return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
     tampered = changed_bundle(bundle, tmp_path / "tampered.tar.gz", RAW_TRAIN, flip)
-    result = reproduce(tampered, tmp_path / "replay", timeout=120)
+    result = reproduce(tampered, tmp_path / "replay")
     assert result.returncode != 0
     assert "first divergence: raw/pku-saferlhf/train.parquet, made by job synthesize_data" in (
         result.stderr

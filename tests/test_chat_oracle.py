@@ -8,11 +8,11 @@ its pins clash with the lock, so it is not in .venv. Without it this test fails,
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from chat_fixtures import MISMATCHED, MULTI_TURN, SINGLE_TURN, train_tokenizer
+from processes import run
 
 from amber_repro.data.chat_template import IGNORE_TOKEN_ID, preprocess
 from amber_repro.models.tiny_amber import load_tokenizer
@@ -54,14 +54,7 @@ def batches(tmp_path_factory):
             for legacy, max_length, c in cases
         ],
     }
-    oracle = subprocess.run(
-        [str(FASTCHAT_PYTHON), str(ORACLE)],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    oracle = run([FASTCHAT_PYTHON, ORACLE], input=json.dumps(request))
     assert oracle.returncode == 0, oracle.stderr[-3000:]
     theirs = json.loads(oracle.stdout)
     results = {}

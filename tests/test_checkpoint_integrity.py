@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import run as run_command
 from test_resume import (
     run,
     run_env,
@@ -71,13 +72,7 @@ def copy_state(interrupted: Path, tmp_path: Path) -> tuple[Path, int, int]:
 
 def rerun(pipeline, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """The stage command again; it must end normally and without a traceback."""
-    result = subprocess.run(
-        stage_command("sft", pipeline, tmp_path),
-        capture_output=True,
-        text=True,
-        env=env or run_env(),
-        timeout=600,
-    )
+    result = run_command(stage_command("sft", pipeline, tmp_path), env=env or run_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     return result
@@ -253,7 +248,7 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(pipeline, tmp
     base = stage_command("dpo", pipeline, tmp_path)
     command = [*base[:-4], "--lr", "1e12", "--checkpoint-every", "1", *base[-4:]]
     state = tmp_path / "state"
-    first = subprocess.run(command, capture_output=True, text=True, env=run_env(), timeout=600)
+    first = run_command(command, env=run_env())
     assert first.returncode == 2
     message = first.stderr.split("error: ", 1)[1].splitlines()[0]
     assert message.startswith(
@@ -264,7 +259,7 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(pipeline, tmp
     assert json.loads((state / "diverged.json").read_text())["step"] == 2
     before = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
 
-    again = subprocess.run(command, capture_output=True, text=True, env=run_env(), timeout=600)
+    again = run_command(command, env=run_env())
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "an earlier run with these same settings diverged" in again.stderr
     assert message in again.stderr
@@ -272,6 +267,6 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(pipeline, tmp
     assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == before
 
     changed = [*base[:-4], "--lr", "1e-4", "--max-steps", "2", *base[-4:]]
-    other = subprocess.run(changed, capture_output=True, text=True, env=run_env(), timeout=600)
+    other = run_command(changed, env=run_env())
     assert other.returncode == 0, other.stderr[-3000:]
     assert "ignoring checkpoint" in other.stdout

@@ -8,11 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+from processes import run as run_command
+
 
 def run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
-    )
+    return run_command([sys.executable, "-c", textwrap.dedent(code)])
 
 
 def test_the_exit_code_buffered_output_and_atexit_handlers_survive():

@@ -15,6 +15,7 @@ import tomllib
 import yaml
 from conftest import REPO
 from fake_apptainer import definition_sections
+from processes import run
 
 import amber_repro
 from amber_repro.__main__ import STAGES
@@ -187,9 +188,8 @@ def test_definition_labels_environment_test_and_runscript():
     assert stage_calls, tests
     for line in cli_calls:
         command = shlex.split(line.split(">")[0])
-        subprocess.run(
-            [sys.executable, *command[1:]], check=True, capture_output=True, cwd=REPO, timeout=120
-        )
+        result = run([sys.executable, *command[1:]], cwd=REPO)
+        assert result.returncode == 0, f"{line}: {result.stderr[-2000:]}"
     assert definition.section("runscript") == ['exec python -m amber_repro "$@"']
 
 

@@ -26,6 +26,8 @@ import polars as pl
 import psutil
 import pytest
 import torch
+from processes import PATIENCE
+from processes import run as run_command
 from safetensors.torch import load_file
 
 from amber_repro.errors import ConfigError
@@ -106,9 +108,7 @@ def command(
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    result = run_command(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-5000:]
     return result
 
@@ -184,7 +184,7 @@ def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
         start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + PATIENCE
     while not (state / "checkpoint" / "trainer_state.pt").exists():
         assert process.poll() is None, (
             f"finished before its first checkpoint: {process.stderr.read()[-3000:]}"
@@ -196,8 +196,8 @@ def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
     for child in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-    psutil.wait_procs(tree, timeout=60)
-    process.wait(timeout=60)
+    psutil.wait_procs(tree)
+    process.wait()
 
 
 @pytest.mark.parametrize("first_processes", [2, 1])
@@ -277,7 +277,7 @@ def test_batch_conventions_and_impossible_splits():
 
 def test_an_impossible_split_stops_before_training(pipeline, tmp_path):
     cmd = command("sft", pipeline, tmp_path, 2, 3)  # 8 examples over 3 x 2 micro-batches
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = run_command(cmd)
     assert result.returncode != 0
     assert (
         "batch_size 8 is not divisible by gradient_accumulation_steps 3 x processes 2"

@@ -4,13 +4,13 @@ Snakemake report."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import polars as pl
 import pytest
 import torch
 from conftest import snakemake_env
+from processes import run
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from amber_repro.models.tiny_llama import train_tokenizer
@@ -178,7 +178,7 @@ def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_it
     assert safe_ids.isdisjoint(harm_ids)
     unigram_model(tokenizer, safe_ids, harm_ids, tmp_path / "prefers_safe")
     unigram_model(tokenizer, harm_ids, safe_ids, tmp_path / "prefers_harm")
-    result = subprocess.run(
+    result = run(
         [
             sys.executable,
             "-m",
@@ -195,10 +195,7 @@ def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_it
             "--out",
             str(tmp_path / "eval.json"),
         ],
-        capture_output=True,
-        text=True,
         env=snakemake_env(),
-        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())

@@ -58,7 +58,10 @@ def test_a_nested_eval_change_keeps_the_other_nested_values():
 @pytest.mark.parametrize(
     ("experiments", "message"),
     [
-        ({"b": {"dpo": {"bta": 0.2}}}, "experiments.b.dpo.bta: unknown key (allowed here: "),
+        (
+            {"b": {"dpo": {"bta": 0.2}}},
+            "experiments.b.dpo.bta: unknown key; did you mean beta? (allowed here: ",
+        ),
         ({"b": {"dpo": {"beta": -1}}}, "experiments.b.dpo.beta: Input should be greater than 0"),
         ({"b": {"dpo": {"batch_size": 15}}}, "experiments.b.dpo.batch_size: 15 is not divisible"),
         ({"b": {"eval": {"harness_tasks": []}}}, "experiments.b.eval.harness_tasks: not a setting"),
@@ -120,7 +123,7 @@ def test_a_sweep_writes_one_row_per_experiment_with_its_values(pipeline, tmp_pat
     shutil.copytree(pipeline.path, copy, symlinks=True)
     workdir = Workdir.existing(copy)
     add_experiments(workdir, {"ipo": {"dpo": {"loss": "ipo", "beta": 0.2}}})
-    workdir.snakemake(timeout=1800)  # rule all: the experiment's outputs, the sweep, the crate
+    workdir.snakemake()  # rule all: the experiment's outputs, the sweep, the crate
     table = json.loads((copy / "results/ambersafe/sweep.json").read_text())
     rows = {row["name"]: row for row in table["experiments"]}
     assert list(rows) == ["default", "ipo"]

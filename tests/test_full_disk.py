@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import run
 from torch.distributed.checkpoint.api import CheckpointException
 
 from amber_repro.errors import DiskFullError
@@ -37,12 +38,7 @@ def run_on_small_tmpfs(mount: Path, size: str, command: list[str]) -> tuple[int,
         f"cd {shlex.quote(str(mount))} && find . -mindepth 1 > {shlex.quote(str(listing))}; "
         "exit $rc"
     )
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script])
     assert result.returncode != 99, f"could not mount a tmpfs: {result.stderr}"
     return result.returncode, result.stderr, listing.read_text().split()
 

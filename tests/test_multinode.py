@@ -19,6 +19,8 @@ import time
 import pytest
 import torch
 from conftest import Workdir
+from processes import PATIENCE, stop, unlock
+from processes import run as run_command
 from safetensors.torch import load_file
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
@@ -43,20 +45,14 @@ def signal_sft_midway(workdir: Workdir, cluster: LocalSlurm, run: subprocess.Pop
     return that step."""
     metrics = workdir.path / "results/ambersafe/.state/sft/metrics.jsonl"
     log = workdir.path / "results/logs/sft.log"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + PATIENCE
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         assert run.poll() is None, run.stdout.read()[-4000:]
         assert time.monotonic() < deadline, "the two-node SFT never reached step 3"
         time.sleep(0.1)
-    queue = subprocess.run(
-        ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"],
-        capture_output=True,
-        text=True,
-        env=cluster.env,
-        timeout=30,
-    ).stdout
+    queue = run_command(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=cluster.env).stdout
     job_id = next(line.split()[0] for line in queue.splitlines() if "rule_sft" in line)
-    subprocess.run(["scancel", "--signal=TERM", job_id], check=True, env=cluster.env, timeout=30)
+    assert run_command(["scancel", "--signal=TERM", job_id], env=cluster.env).returncode == 0
     while not (
         saved := re.search(r"SIGTERM: saved a checkpoint at optimizer step (\d+)", log.read_text())
     ):
@@ -75,10 +71,11 @@ def test_sft_trains_on_two_nodes_as_it_does_on_one(tmp_path_factory, cluster):
     run = slurm_snakemake(workdir, cluster, "--until", "sft", wait=False)
     try:
         stopped_at = signal_sft_midway(workdir, cluster, run)
-        output, _ = run.communicate(timeout=600)
+        output, _ = run.communicate()
     finally:
-        if run.poll() is None:
-            run.kill()
+        if run.poll() is None:  # cut short: end Snakemake and its jobs, free its working directory
+            stop(run)
+            unlock(workdir.path)
     assert run.returncode == 0, output[-6000:]
     assert re.search(r"SLURM-job '\d+' failed", output), output[-4000:]  # the interrupted attempt
     log = (workdir.path / "results/logs/sft.log").read_text()  # the retry's

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import PATIENCE
+from processes import run as run_command
 from safetensors.torch import load_file
 
 from amber_repro.errors import NonFiniteLossError
@@ -99,7 +101,7 @@ def run_env() -> dict[str, str]:
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, env=run_env(), timeout=600)
+    result = run_command(command, env=run_env())
     assert result.returncode == 0, result.stderr
     return result
 
@@ -116,16 +118,16 @@ def start_and_signal_after_first_checkpoint(
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env()
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + PATIENCE
     while not (state / wait_for).exists():
         assert process.poll() is None, (
             f"finished before its first checkpoint: {process.communicate()[1]}"
         )
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        assert time.monotonic() < deadline, f"no checkpoint within {PATIENCE} s"
         time.sleep(0.01)
     process.send_signal(signum)
     if wait:
-        process.wait(timeout=120)
+        process.wait()
     return process
 
 
@@ -226,7 +228,7 @@ def test_a_second_ctrl_c_stops_at_once_and_nothing_half_written_is_resumed(
         seen += process.stderr.readline()
         assert process.poll() is None, seen
     process.send_signal(signal.SIGINT)
-    stderr = seen + process.communicate(timeout=120)[1]
+    stderr = seen + process.communicate()[1]
     assert process.returncode == 130
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     [line] = error_lines(stderr)

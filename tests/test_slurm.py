@@ -1,17 +1,19 @@
 """The slurm profile against a real SLURM scheduler on localhost (see slurm_cluster.py).
 
-Every scheduler call runs under a hard timeout: a misconfigured SLURM makes Snakemake wait forever.
+A misconfigured SLURM makes Snakemake wait forever: the whole-test limit (pytest-timeout) ends such
+a test, and tests/processes.py kills the Snakemake it started, with its jobs.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 
 import pytest
 from conftest import Workdir
+from processes import PATIENCE, stop, unlock
+from processes import run as run_command
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
 from amber_repro.config.jobs import JOBS
@@ -80,26 +82,23 @@ def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):
 def test_a_job_cancelled_with_scancel_fails_and_its_retry_completes(workdir, cluster):
     run = slurm_snakemake(workdir, cluster, "--forcerun", "sft", "--until", "sft", wait=False)
     try:
-        deadline, job_id = time.monotonic() + 300, None
+        deadline, job_id = time.monotonic() + PATIENCE, None
         while job_id is None:
             assert run.poll() is None, run.stdout.read()[-4000:]
             assert time.monotonic() < deadline, "the sft job never started"
-            queue = subprocess.run(
-                ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"],
-                capture_output=True,
-                text=True,
-                env=cluster.env,
-                timeout=30,
+            queue = run_command(
+                ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], env=cluster.env
             ).stdout
             job_id = next(
                 (line.split()[0] for line in queue.splitlines() if "rule_sft" in line), None
             )
             time.sleep(0.5)
-        subprocess.run(["scancel", job_id], check=True, env=cluster.env, timeout=30)
-        output, _ = run.communicate(timeout=600)
+        assert run_command(["scancel", job_id], env=cluster.env).returncode == 0
+        output, _ = run.communicate()
     finally:
-        if run.poll() is None:
-            run.kill()
+        if run.poll() is None:  # cut short: end Snakemake and its jobs, free its working directory
+            stop(run)
+            unlock(workdir.path)
     assert run.returncode == 0, output[-6000:]
     assert re.search(rf"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED", output), output[
         -6000:

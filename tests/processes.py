@@ -1,0 +1,79 @@
+"""Running the commands a test starts (Snakemake, a stage, torchrun, make) so that a slow machine
+only makes them slower.
+
+No command has a time limit of its own: a CI runner under load may take several times as long as a
+quiet machine. A hang is caught by the whole-test limit (pytest-timeout, `timeout` in
+pyproject.toml). Whatever ends a command early (that limit, Ctrl-C, a failing assertion in a
+thread) kills its whole process group, so no Snakemake or job it started lives on, clears the
+lock of a Snakemake working directory, so no later test fails with "Directory cannot be locked",
+and names the command with the end of its output in the failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+TAIL = 3000  # characters of output shown when a command is cut short
+# Seconds a test waits for something to happen in a background run (a job to start, a step to be
+# logged) before it fails saying what it waited for: long enough for a loaded CI runner.
+PATIENCE = 1800
+
+
+def run(
+    command: Sequence[str | os.PathLike],
+    *,
+    cwd: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    snakemake_dir: str | os.PathLike | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `command` to completion in a process group of its own and return its exit status and
+    text output; `input`, if given, is its standard input. `snakemake_dir`: the Snakemake working
+    directory whose lock is cleared if the run is cut short."""
+    process = subprocess.Popen(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if input is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(input)
+    except BaseException as interruption:
+        stdout, stderr = stop(process)
+        if snakemake_dir is not None:
+            unlock(Path(snakemake_dir))
+        if isinstance(interruption, KeyboardInterrupt):
+            raise
+        shown = " ".join(str(part) for part in command)
+        pytest.fail(
+            f"{interruption.__class__.__name__}: {interruption}\ncut short: {shown}\n"
+            f"last output:\n{(stdout + stderr)[-TAIL:]}",
+            pytrace=False,
+        )
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def stop(process: subprocess.Popen) -> tuple[str, str]:
+    """Kill the process and every process it started (its group); what it had written."""
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(process.pid, signal.SIGKILL)
+    stdout, stderr = process.communicate()
+    return stdout or "", stderr or ""
+
+
+def unlock(workdir: Path) -> None:
+    """What `snakemake --unlock` does: remove the working directory's locks, which a killed
+    Snakemake leaves behind."""
+    shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
