@@ -40,7 +40,9 @@ def config_files_in_order():
     """The config files in the order they apply: the Snakefile's `configfile:` (Snakemake lists it
     after the --configfile overlays it loaded first), then the overlays as given."""
     overlays = [Path(path).absolute() for path in workflow.overwrite_configfiles]
-    defaults = [path for path in workflow.configfiles if Path(path).absolute() not in overlays]
+    defaults = [
+        path for path in workflow.configfiles if Path(path).absolute() not in overlays
+    ]
     return [os.path.relpath(path) for path in [*defaults, *overlays]]
 
 
