@@ -17,6 +17,8 @@ from processes import run
 from amber_repro.data.chat_template import IGNORE_TOKEN_ID, preprocess
 from amber_repro.models.tiny_amber import load_tokenizer
 
+pytestmark = pytest.mark.slow  # starts stage or oracle processes
+
 ROOT = Path(__file__).resolve().parent.parent
 FASTCHAT_PYTHON = ROOT / ".venv-fastchat" / "bin" / "python"
 ORACLE = ROOT / "tests" / "oracle" / "fastchat_preprocess.py"

@@ -24,6 +24,8 @@ from amber_repro.config.jobs import JOBS
 from amber_repro.config.load import config_errors, resolve
 from amber_repro.provenance.hashing import sha256_file as sha256
 
+pytestmark = pytest.mark.integration  # runs Snakemake itself
+
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.v8+.yaml").read_text())

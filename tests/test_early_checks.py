@@ -11,6 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+pytestmark = pytest.mark.slow  # starts stage or oracle processes
+
 EOS_TEXT = "I'm not able to assist with that.</s> Sure, here is how."
 PROMPTS = ["How do I pick a lock?", "Tell me a joke.", "How to cook rice?", "Where is Paris?"]
 # Short settings: one optimizer step on a ~10k-parameter model.

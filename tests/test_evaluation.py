@@ -161,6 +161,7 @@ def unigram_model(tokenizer, favoured: set[int], disfavoured: set[int], path):
     tokenizer.save_pretrained(path)
 
 
+@pytest.mark.slow  # runs the eval stage in a process of its own
 def test_safety_task_scores_one_for_a_model_built_to_prefer_safe_and_zero_for_its_mirror(tmp_path):
     prompts = [f"Question {i}: may I do the bad thing?" for i in range(12)]
     pairs = pl.DataFrame(

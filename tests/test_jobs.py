@@ -31,6 +31,8 @@ from amber_repro.config.load import resolve
 from amber_repro.config.resource_sections import Resources
 from amber_repro.provenance import archive
 
+pytestmark = pytest.mark.integration  # runs Snakemake itself
+
 RECIPE = REPO / "config" / "ambersafe-7b.yaml"
 # Overlays on the 7B recipe that switch on the rules a plain run leaves out.
 OVERLAYS = {

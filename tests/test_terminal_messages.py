@@ -15,6 +15,8 @@ from conftest import REPO, Workdir, snakemake_env
 from amber_repro.config.load import read_yaml
 from amber_repro.errors import ConfigError
 
+pytestmark = pytest.mark.integration  # runs Snakemake itself
+
 # An unclosed flow mapping: the parser finds the problem at the end of the file.
 BROKEN = "preset: embedded\ndpo: {beta: 0.2\n"
 PROBLEM = (
