@@ -15,24 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_checkpoint_integrity import tiny_run
 
 from amber_repro.training.checkpoint_trust import Rejected, load_key, verify_folder
 from amber_repro.training.checkpointing import choose_checkpoint, save_checkpoint
 from amber_repro.training.metrics import MetricsLog
 from amber_repro.training.runtime import Processes
-from amber_repro.training.schedule import build_optimizer, build_scheduler
 
 FINGERPRINT = "fp"
 
 
 def training_state():
-    model = torch.nn.Linear(4, 2)
-    optimizer = build_optimizer(model, 1e-3)
-    scheduler = build_scheduler(optimizer, 0)
-    model(torch.ones(1, 4)).sum().backward()
-    optimizer.step()
-    scheduler.step()
-    return model, optimizer, scheduler, Processes(0, 1, torch.device("cpu"))
+    return (*tiny_run(), Processes(0, 1, torch.device("cpu")))
 
 
 def logged_run(state: Path, steps: int, checkpoints: tuple[int, ...]) -> list[str]:

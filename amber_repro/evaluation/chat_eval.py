@@ -30,7 +30,7 @@ from amber_repro.config.cli import add_settings_arguments, run_settings
 from amber_repro.config.sections import Reproducibility
 from amber_repro.data.chat_template import generation_prompt, preprocess, render_prompt
 from amber_repro.data.tokenization import IGNORE_INDEX, collate
-from amber_repro.evaluation.eval_stage import harness_results, parse_task
+from amber_repro.evaluation.eval_stage import HARNESS_KEYS, harness_results, parse_task
 from amber_repro.models.tiny_amber import load_tokenizer
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.run_context import (
@@ -141,7 +141,7 @@ def preprocess_check(conversations) -> None:
 
 # The settings main receives, in this order.
 SECTIONS = (
-    (ChatEvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
+    (ChatEvalSettings, HARNESS_KEYS),
     ChatGenerations,
     (ChatTrainSettings, ("model_max_length",)),
     (ChatTokenizer, ("legacy",)),

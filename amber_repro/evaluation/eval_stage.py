@@ -164,9 +164,11 @@ def dpo_rewards(
     }
 
 
+# The harness settings (harness_results), shared with chat-eval's section of the same name.
+HARNESS_KEYS = ("batch_size", "limit", "bootstrap_iters", "precision")
 # The settings main receives, in this order.
 SECTIONS = (
-    (EvalSettings, ("batch_size", "limit", "bootstrap_iters", "precision")),
+    (EvalSettings, HARNESS_KEYS),
     (DPOSettings, ("beta", "loss")),
     (DataSettings, ("on_malformed",)),
     Tokenization,
