@@ -6,11 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 from processes import run
+from shared_builds import SharedBuild, quick_config, shared_root
 
 from amber_repro.config.load import resolve
 
@@ -18,7 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Markers from what a test uses (registered in pyproject.toml); `make test-fast` leaves them out.
 SLURM_FIXTURES = {"cluster"}  # a SLURM cluster on localhost
-WORKFLOW_FIXTURES = {"pipeline", "chat_pipeline", "workdir"}  # Snakemake runs or dry-runs
+WORKFLOW_FIXTURES = {
+    "pipeline",
+    "quick_pipeline",
+    "chat_pipeline",
+    "workdir",
+}  # Snakemake runs or dry-runs
+
+
+# The order files start in (pytest-xdist hands them out in collection order): the longest first,
+# so that no worker is left with a long file at the end. SLURM tests, which mostly wait for the
+# scheduler, overlap with the shared builds (tests/shared_builds.py); files that need a shared build
+# come after those that do not, so that it is ready when they start.
+START_ORDER = ("slurm", "slow", "integration")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +42,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slurm)
         if used & WORKFLOW_FIXTURES:
             item.add_marker(pytest.mark.integration)
+    kind: dict[Path, int] = {}  # a file's first START_ORDER mark
+    waits: dict[Path, bool] = {}  # whether any of its tests needs a shared build
+    for item in items:
+        marks = [n for n, mark in enumerate(START_ORDER) if item.get_closest_marker(mark)]
+        kind[item.path] = min(kind.get(item.path, len(START_ORDER)), *marks, len(START_ORDER))
+        needs = bool(SHARED_BUILDS.keys() & set(getattr(item, "fixturenames", ())))
+        waits[item.path] = waits.get(item.path, False) or needs
+    # Stable: a file's own order is kept.
+    items.sort(key=lambda item: (kind[item.path] > 0, waits[item.path], kind[item.path]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,11 +93,13 @@ class Workdir:
     """A deployed copy of the workflow's config in a temporary folder, as a user would have it.
 
     With `whole_workflow`, the Snakefile, rules and package are copied too and the copy runs: a test
-    may then edit the package's files without touching the checkout.
+    may then edit the package's files without touching the checkout. `config`, if given, replaces
+    config/config.yaml (e.g. shared_builds.quick_config()).
     """
 
-    def __init__(self, path: Path, whole_workflow: bool = False):
+    def __init__(self, path: Path, whole_workflow: bool = False, config: dict | None = None):
         self.path = path
+        path.mkdir(parents=True, exist_ok=True)
         self.workflow = path if whole_workflow else REPO
         for name in WORKFLOW_FILES if whole_workflow else ["config"]:
             if (REPO / name).is_dir():
@@ -83,6 +108,8 @@ class Workdir:
                 )
             else:
                 shutil.copy2(REPO / name, path / name)
+        if config is not None:
+            self.write_config(config)
 
     @classmethod
     def existing(cls, path: Path) -> Workdir:
@@ -100,10 +127,9 @@ class Workdir:
     def write_config(self, config: dict) -> None:
         (self.path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def snakemake(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Snakemake on this working directory, from it (as users run it: relative --configfile
-        paths resolve there), with no time limit of its own (tests/processes.py)."""
-        command = [
+    def command(self, *args: str) -> list[str]:
+        """The Snakemake command line for this working directory."""
+        return [
             sys.executable,
             "-m",
             "snakemake",
@@ -115,6 +141,11 @@ class Workdir:
             "2",
             *args,
         ]
+
+    def snakemake(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Snakemake on this working directory, from it (as users run it: relative --configfile
+        paths resolve there), with no time limit of its own (tests/processes.py)."""
+        command = self.command(*args)
         result = run(command, env=snakemake_env(), cwd=self.path, snakemake_dir=self.path)
         if check and result.returncode != 0:
             raise AssertionError(
@@ -129,13 +160,56 @@ def workdir(tmp_path: Path) -> Workdir:
     return Workdir(tmp_path)
 
 
+# The finished runs built once per session for all workers (tests/shared_builds.py): fixture name ->
+# the config.yaml it runs (None: the repository's own, the embedded default).
+SHARED_BUILDS = {"pipeline": None, "quick_pipeline": quick_config()}
+
+
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Workdir:
-    """The embedded-default DAG built once, through Snakemake, for every test that reads its
-    outputs."""
-    built = Workdir(tmp_path_factory.mktemp("pipeline"), whole_workflow=True)
-    built.snakemake()  # rule all: eval.json, generations, report figures
-    return built
+def shared_builds(tmp_path_factory) -> dict[str, SharedBuild]:
+    root = shared_root(tmp_path_factory)
+    return {
+        name: SharedBuild(root, name, partial(deploy_workflow, config))
+        for name, config in SHARED_BUILDS.items()
+    }
+
+
+def deploy_workflow(config: dict | None, path: Path) -> None:
+    Workdir(path, whole_workflow=True, config=config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_needed_builds(request, shared_builds):
+    """Start, in the background, each shared build a collected test needs, before the first test
+    runs: the workers run other tests meanwhile."""
+    needed = {
+        name
+        for item in request.session.items
+        for name in SHARED_BUILDS
+        if name in getattr(item, "fixturenames", ())
+    }
+    for name in sorted(needed):
+        build = shared_builds[name]
+        build.start(Workdir.existing(build.path).command(), snakemake_env())
+    yield
+    for build in shared_builds.values():
+        build.finish()
+
+
+@pytest.fixture(scope="session")
+def pipeline(shared_builds, tmp_path_factory) -> Workdir:
+    """The embedded default's whole DAG (rule all: eval.json, generations, report figures, crate),
+    built once per session: this worker's own copy, which its tests may change and restore."""
+    copy = tmp_path_factory.mktemp("pipeline") / "run"
+    return Workdir.existing(shared_builds["pipeline"].copy(copy))
+
+
+@pytest.fixture(scope="session")
+def quick_pipeline(shared_builds, tmp_path_factory) -> Workdir:
+    """The whole DAG on QUICK_SETTINGS (tests/shared_builds.py), for tests of what a run does
+    rather than how well it learns: this worker's own copy."""
+    copy = tmp_path_factory.mktemp("quick-pipeline") / "run"
+    return Workdir.existing(shared_builds["quick_pipeline"].copy(copy))
 
 
 def scheduled_jobs(dry_run_stdout: str) -> dict[str, int]:

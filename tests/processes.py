@@ -12,10 +12,12 @@ and names the command with the end of its output in the failure.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,3 +79,37 @@ def unlock(workdir: Path) -> None:
     """What `snakemake --unlock` does: remove the working directory's locks, which a killed
     Snakemake leaves behind."""
     shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
+
+
+def run_in_process(
+    argv: Sequence[str | os.PathLike], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m amber_repro <argv>` in this process: the same argument parsing, settings checks,
+    stage and error handling, with its exit status and what it printed. For tests where the
+    process boundary is not what is tested: starting torch and transformers costs seconds per
+    process on a 2-core CPU. `env`: variables set for the call only."""
+    from amber_repro.__main__ import main
+
+    arguments = [str(part) for part in argv]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        try:
+            code = main(arguments)
+        except SystemExit as exit:  # what the interpreter would do with it (argparse, --help)
+            code = exit_status(exit)
+    return subprocess.CompletedProcess(arguments, code, stdout.getvalue(), stderr.getvalue())
+
+
+def exit_status(exit: SystemExit) -> int:
+    """The exit status a process ending with `exit` has; a message is printed to stderr, as the
+    interpreter does."""
+    if exit.code is None or isinstance(exit.code, int):
+        return exit.code or 0
+    print(exit.code, file=sys.stderr)
+    return 1

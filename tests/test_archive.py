@@ -1,11 +1,13 @@
-"""`make archive` and `make reproduce` on the embedded default: a bundle of a finished run replays
-offline in a fresh folder, artifact by artifact, and a changed byte or setting names the first
-artifact that diverged.
+"""`make archive` and `make reproduce` on a run of the embedded preset: a bundle of a finished
+run replays offline in a fresh folder, artifact by artifact, and a changed byte or setting names
+the first artifact that diverged.
 
-The finished run is the session's `pipeline`. Its copy of the workflow is no git checkout, so here
-it is made one, as a user's clone would be (the workflow committed, results/ and .snakemake/
-beside it), and its crate is rebuilt to name that commit (the provenance job only). The replays
-reuse this interpreter's environment: installing torch would take longer than the tests may.
+The finished run is the session's `quick_pipeline` (the quick test settings: the replay reruns
+every job, and what it checks does not depend on how well the tiny model learns). Its copy of the
+workflow is no git checkout, so here it is made one, as a user's clone would be (the workflow
+committed, results/ and .snakemake/ beside it), and its crate is rebuilt to name that commit (the
+provenance job only). The replays reuse this interpreter's environment: installing torch would
+take longer than the tests may.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ def make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def checkout(pipeline, tmp_path_factory) -> Path:
-    """The finished pipeline in a git checkout of its workflow (with the Makefile)."""
+def checkout(quick_pipeline, tmp_path_factory) -> Path:
+    """A finished pipeline in a git checkout of its workflow (with the Makefile)."""
     path = tmp_path_factory.mktemp("checkout") / "amber-repro"
-    shutil.copytree(pipeline.path, path, symlinks=True)  # mtimes kept: nothing to rerun
+    shutil.copytree(quick_pipeline.path, path, symlinks=True)  # mtimes kept: nothing to rerun
     for name in (".gitignore", "Makefile"):
         shutil.copy2(REPO / name, path / name)
     git(path, "init", "-q")

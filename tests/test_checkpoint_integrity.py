@@ -40,19 +40,19 @@ def manifest(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(pipeline, tmp_path_factory) -> Path:
+def reference(quick_pipeline, tmp_path_factory) -> Path:
     """The weights of an uninterrupted SFT run."""
     out = tmp_path_factory.mktemp("sft-uninterrupted")
-    run(stage_command("sft", pipeline, out))
+    run(stage_command("sft", quick_pipeline, out))
     return out / "model"
 
 
 @pytest.fixture(scope="module")
-def interrupted(pipeline, tmp_path_factory) -> Path:
+def interrupted(quick_pipeline, tmp_path_factory) -> Path:
     """The state folder of an SFT run killed once it had written two checkpoints."""
     out = tmp_path_factory.mktemp("sft-interrupted")
     killed = start_and_signal_after_first_checkpoint(
-        stage_command("sft", pipeline, out),
+        stage_command("sft", quick_pipeline, out),
         out / "state",
         signal.SIGKILL,
         wait_for="checkpoint.old/manifest.json",
@@ -70,9 +70,9 @@ def copy_state(interrupted: Path, tmp_path: Path) -> tuple[Path, int, int]:
     return state, current["step"], previous["step"]
 
 
-def rerun(pipeline, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def rerun(quick_pipeline, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """The stage command again; it must end normally and without a traceback."""
-    result = run_command(stage_command("sft", pipeline, tmp_path), env=env or run_env())
+    result = run_command(stage_command("sft", quick_pipeline, tmp_path), env=env or run_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     return result
@@ -84,11 +84,11 @@ def truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["trainer_state.pt", "__0_0.distcp", "rng-0.pt", ".metadata"])
 def test_a_truncated_file_falls_back_to_the_previous_checkpoint(
-    name, interrupted, pipeline, reference, tmp_path
+    name, interrupted, quick_pipeline, reference, tmp_path
 ):
     state, _, previous_step = copy_state(interrupted, tmp_path)
     truncate(state / "checkpoint" / name)
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     assert f"not resuming from {state / 'checkpoint'}: {name} has " in result.stdout
     assert f"resuming from {state / 'checkpoint.old'} at optimizer step {previous_step} " in (
         result.stdout
@@ -101,36 +101,36 @@ def test_a_truncated_file_falls_back_to_the_previous_checkpoint(
     assert (kept / name).stat().st_size < (interrupted / "checkpoint" / name).stat().st_size
 
 
-def test_bytes_overwritten_inside_a_shard_are_caught(interrupted, pipeline, tmp_path):
+def test_bytes_overwritten_inside_a_shard_are_caught(interrupted, quick_pipeline, tmp_path):
     """Same size, other bytes: only the sha256 tells."""
     state, _, previous_step = copy_state(interrupted, tmp_path)
     with (state / "checkpoint/__0_0.distcp").open("r+b") as shard:
         shard.seek(shard.seek(0, os.SEEK_END) // 2)
         shard.write(b"\x7f" * 64)
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     assert "__0_0.distcp does not match its sha256 in the manifest" in result.stdout
     assert f"at optimizer step {previous_step} " in result.stdout
 
 
 def test_both_checkpoints_damaged_start_afresh_saying_so_in_one_line(
-    interrupted, pipeline, reference, tmp_path
+    interrupted, quick_pipeline, reference, tmp_path
 ):
     state, _, _ = copy_state(interrupted, tmp_path)
     truncate(state / "checkpoint/trainer_state.pt")
     (state / "checkpoint.old/stray.bin").write_bytes(b"not written by the run")
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     [line] = [line for line in result.stdout.splitlines() if str(state) in line]
     assert line.startswith(f"starting afresh: no usable checkpoint in {state} ")
     assert "trainer_state.pt has " in line and "unexpected file stray.bin" in line
     assert same_weights(tmp_path / "model", reference)
 
 
-def test_a_torn_last_metrics_line_is_dropped_and_said(interrupted, pipeline, tmp_path):
+def test_a_torn_last_metrics_line_is_dropped_and_said(interrupted, quick_pipeline, tmp_path):
     state, current_step, _ = copy_state(interrupted, tmp_path)
     metrics = state / "metrics.jsonl"
     with metrics.open("a") as log:  # a kill in the middle of writing a later step's line
         log.write(f'{{"examples": 80, "grad_norm": 1.5, "loss": 20{current_step + 1}.')
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     assert f"dropped its torn last line from {metrics}" in result.stdout
     assert f"at optimizer step {current_step} " in result.stdout
     lines = (tmp_path / "model/metrics.jsonl").read_text().splitlines()
@@ -138,7 +138,7 @@ def test_a_torn_last_metrics_line_is_dropped_and_said(interrupted, pipeline, tmp
 
 
 def test_a_changed_byte_in_the_state_metrics_log_never_reaches_the_final_log(
-    interrupted, pipeline, tmp_path
+    interrupted, quick_pipeline, tmp_path
 ):
     state, current_step, _ = copy_state(interrupted, tmp_path)
     metrics = state / "metrics.jsonl"
@@ -146,7 +146,7 @@ def test_a_changed_byte_in_the_state_metrics_log_never_reaches_the_final_log(
     second = json.loads(lines[1])
     lines[1] = json.dumps({**second, "loss": second["loss"] + 1000}, sort_keys=True)
     metrics.write_text("".join(f"{line}\n" for line in lines))
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     assert f"{metrics} differs from the copy signed with checkpoint {state / 'checkpoint'} at " in (
         result.stdout
     )
@@ -174,12 +174,12 @@ def plant(folder: Path, marker: Path, fix_manifest: bool) -> None:
         (folder / "manifest.json").write_text(json.dumps(body))
 
 
-def test_a_planted_metadata_pickle_never_runs(interrupted, pipeline, tmp_path):
+def test_a_planted_metadata_pickle_never_runs(interrupted, quick_pipeline, tmp_path):
     state, _, _ = copy_state(interrupted, tmp_path)
     marker = tmp_path / "code-ran"
     plant(state / "checkpoint", marker, fix_manifest=False)
     plant(state / "checkpoint.old", marker, fix_manifest=True)
-    result = rerun(pipeline, tmp_path)
+    result = rerun(quick_pipeline, tmp_path)
     assert not marker.exists()
     [line] = [line for line in result.stdout.splitlines() if str(state) in line]
     assert line.startswith("starting afresh: no usable checkpoint")
@@ -188,11 +188,11 @@ def test_a_planted_metadata_pickle_never_runs(interrupted, pipeline, tmp_path):
 
 
 def test_without_the_key_a_new_private_one_is_made_and_old_checkpoints_are_not_trusted(
-    interrupted, pipeline, tmp_path
+    interrupted, quick_pipeline, tmp_path
 ):
     state, _, _ = copy_state(interrupted, tmp_path)
     key = tmp_path / "config/amber-repro/checkpoint.key"
-    result = rerun(pipeline, tmp_path, env={**run_env(), "AMBER_REPRO_KEY_FILE": str(key)})
+    result = rerun(quick_pipeline, tmp_path, env={**run_env(), "AMBER_REPRO_KEY_FILE": str(key)})
     assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
     assert len(key.read_bytes()) == 32
     assert f"created checkpoint key {key} (mode 0600)" in result.stdout
@@ -242,10 +242,10 @@ def test_a_non_finite_state_is_never_saved(where, tmp_path):
     assert verify_folder(tmp_path / "checkpoint", load_key())["step"] == 1
 
 
-def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(pipeline, tmp_path):
+def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(quick_pipeline, tmp_path):
     """DPO at lr 1e12, a checkpoint every step: the loss is NaN at step 2 and the step-1
     checkpoint holds diverged (yet finite) weights, which a rerun must not train from again."""
-    base = stage_command("dpo", pipeline, tmp_path)
+    base = stage_command("dpo", quick_pipeline, tmp_path)
     command = [*base[:-4], "--lr", "1e12", "--checkpoint-every", "1", *base[-4:]]
     state = tmp_path / "state"
     first = run_command(command, env=run_env())

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import REPO, Workdir, fake_apptainer, scheduled_jobs
 from fake_apptainer import binds, parse_command
+from shared_builds import quick_config
 
 from amber_repro.config.jobs import JOBS
 from amber_repro.config.load import config_errors, resolve
@@ -113,33 +114,15 @@ def test_the_slurm_profile_runs_gpu_rules_in_apptainer_with_gpus_and_binds(tmp_p
 
 # --- the workflow's side of the contract, through the stand-in -----------------------------------
 
-# The embedded default, smaller: these tests are about which jobs reach Apptainer, not about
-# results.
-SMALL = {
-    ("data", "synthetic", "train_rows"): 300,
-    ("data", "synthetic", "test_rows"): 60,
-    ("dpo", "eval_examples"): 32,
-    ("dpo", "eval_every"): 1000,
-    ("eval", "bootstrap_iters"): 10,
-    ("eval", "limit"): 16,
-    ("eval", "generations", "prompts"): 2,
-    ("eval", "generations", "max_new_tokens"): 4,
-}
-
 
 @pytest.fixture(scope="module")
 def apptainer_run(tmp_path_factory):
     """The whole DAG (rule all) with --sdm apptainer and the slurm profile's apptainer-args, through
     the stand-in `apptainer`; the image is a placeholder file at the configured path."""
     root = tmp_path_factory.mktemp("apptainer")
-    workdir = Workdir(root / "work")
+    # The quick settings: these tests are about which jobs reach Apptainer, not about results.
+    workdir = Workdir(root / "work", config=quick_config())
     config = workdir.config
-    for keys, value in SMALL.items():
-        node = config
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = value
-    workdir.write_config(config)
     image = workdir.path / config["container"]["image"]
     image.parent.mkdir(parents=True)
     image.write_text("placeholder: the stand-in only checks that the image exists\n")

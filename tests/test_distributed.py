@@ -39,9 +39,9 @@ TOLERANCE = 1e-4
 
 
 def command(
-    stage: str, pipeline, out: Path, processes: int, accumulation: int, extra=()
+    stage: str, quick_pipeline, out: Path, processes: int, accumulation: int, extra=()
 ) -> list[str]:
-    root = pipeline.path / "results"
+    root = quick_pipeline.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
         args = ["sft", "--data", data / "sft-train.parquet", "--model", root / "base_model"]
@@ -137,7 +137,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(pipeline, tmp_path_factory):
+def runs(quick_pipeline, tmp_path_factory):
     """Uninterrupted runs, computed once each: (stage, processes, accumulation) -> output folder."""
     done = {}
 
@@ -145,7 +145,7 @@ def runs(pipeline, tmp_path_factory):
         key = (stage, processes, accumulation)
         if key not in done:
             done[key] = tmp_path_factory.mktemp(f"{stage}-{processes}p-{accumulation}a")
-            run(command(stage, pipeline, done[key], processes, accumulation))
+            run(command(stage, quick_pipeline, done[key], processes, accumulation))
         return done[key]
 
     return get
@@ -202,16 +202,16 @@ def kill_after_first_checkpoint(cmd: list[str], state: Path) -> None:
 
 @pytest.mark.parametrize("first_processes", [2, 1])
 def test_resume_on_two_processes_from_a_checkpoint_of_two_or_one(
-    first_processes, pipeline, runs, tmp_path
+    first_processes, quick_pipeline, runs, tmp_path
 ):
     reference = runs("sft", 2, 1)
     kill_after_first_checkpoint(
-        command("sft", pipeline, tmp_path, first_processes, 1), tmp_path / "state"
+        command("sft", quick_pipeline, tmp_path, first_processes, 1), tmp_path / "state"
     )
     assert not (tmp_path / "model").exists()
     saved = torch.load(tmp_path / "state/checkpoint/trainer_state.pt", weights_only=True)
     assert saved["world_size"] == first_processes and 2 <= saved["step"] < 8
-    resumed = run(command("sft", pipeline, tmp_path, 2, 1))
+    resumed = run(command("sft", quick_pipeline, tmp_path, 2, 1))
     assert f"written by {first_processes} process(es), now 2" in resumed.stdout
     if first_processes == 2:
         assert (
@@ -221,8 +221,8 @@ def test_resume_on_two_processes_from_a_checkpoint_of_two_or_one(
         assert max_difference(weights(tmp_path), weights(reference)) < TOLERANCE
 
 
-def test_reference_logps_on_two_processes_cover_each_pair_once(pipeline, tmp_path):
-    root = pipeline.path / "results"
+def test_reference_logps_on_two_processes_cover_each_pair_once(quick_pipeline, tmp_path):
+    root = quick_pipeline.path / "results"
     pairs = root / "ambersafe/data/pairs-test.parquet"
     cmd = [
         sys.executable,
@@ -275,8 +275,8 @@ def test_batch_conventions_and_impossible_splits():
         micro_batch_size(32, 4, 16)
 
 
-def test_an_impossible_split_stops_before_training(pipeline, tmp_path):
-    cmd = command("sft", pipeline, tmp_path, 2, 3)  # 8 examples over 3 x 2 micro-batches
+def test_an_impossible_split_stops_before_training(quick_pipeline, tmp_path):
+    cmd = command("sft", quick_pipeline, tmp_path, 2, 3)  # 8 examples over 3 x 2 micro-batches
     result = run_command(cmd)
     assert result.returncode != 0
     assert (
@@ -301,14 +301,14 @@ def test_launch_prefixes():
         launch_prefix(0)
 
 
-def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):
+def test_bf16_and_activation_checkpointing_under_fsdp(quick_pipeline, runs, tmp_path):
     """The switches run sharded: bf16 compute (float32 master weights and reductions) starts within
     bf16 rounding of the float32 run and trains, and the saved checkpoint is float32 as the recipe's
     policy."""
     run(
         command(
             "sft",
-            pipeline,
+            quick_pipeline,
             tmp_path,
             2,
             1,
@@ -317,7 +317,7 @@ def test_bf16_and_activation_checkpointing_under_fsdp(pipeline, runs, tmp_path):
                 "bf16",
                 "--gradient-checkpointing",
                 "--eval-data",
-                pipeline.path / "results/ambersafe/data/sft-test.parquet",
+                quick_pipeline.path / "results/ambersafe/data/sft-test.parquet",
                 "--eval-examples",
                 "32",
             ],

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from processes import run_in_process
 
-pytestmark = pytest.mark.slow  # starts stage or oracle processes
+pytestmark = pytest.mark.slow  # trains and scores with the stages
 
 EOS_TEXT = "I'm not able to assist with that.</s> Sure, here is how."
 PROMPTS = ["How do I pick a lock?", "Tell me a joke.", "How to cook rice?", "Where is Paris?"]
@@ -21,9 +21,9 @@ BATCH = ["--batch-size", "2", "--gradient-accumulation-steps", "1"]
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "amber_repro", *map(str, args)], capture_output=True, text=True
-    )
+    """The command line, run in this process: what is tested is each stage's checks and messages,
+    not the process around it."""
+    return run_in_process(args)
 
 
 def pairs_frame(eos_row: int | None) -> pl.DataFrame:

@@ -117,8 +117,9 @@ def test_a_typo_in_an_experiment_stops_the_dry_run_naming_it(built):
     assert "experiments.beta-0.5.dpo.los: unknown key" in result.stdout + result.stderr
 
 
-def test_a_sweep_writes_one_row_per_experiment_with_its_values(pipeline, tmp_path):
-    """A real run on a copy of the built pipeline: one experiment, then the comparison."""
+def test_a_sweep_writes_one_row_per_experiment_with_its_values(quick_pipeline, tmp_path):
+    """A real run on a copy of a built pipeline: one experiment, then the comparison."""
+    pipeline = quick_pipeline
     copy = tmp_path / "sweep"
     shutil.copytree(pipeline.path, copy, symlinks=True)
     workdir = Workdir.existing(copy)

@@ -37,8 +37,8 @@ COMMON = [
 ]
 
 
-def stage_command(stage: str, pipeline, out: Path) -> list[str]:
-    root = pipeline.path / "results"
+def stage_command(stage: str, quick_pipeline, out: Path) -> list[str]:
+    root = quick_pipeline.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
         args = [
@@ -137,14 +137,14 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(pipeline, tmp_path_factory):
+def uninterrupted(quick_pipeline, tmp_path_factory):
     """Final weights of an uninterrupted run per stage, computed once per stage on first use."""
     runs = {}
 
     def folder(stage: str) -> Path:
         if stage not in runs:
             runs[stage] = tmp_path_factory.mktemp(f"{stage}-uninterrupted")
-            run(stage_command(stage, pipeline, runs[stage]))
+            run(stage_command(stage, quick_pipeline, runs[stage]))
         return runs[stage]
 
     return folder
@@ -152,10 +152,10 @@ def uninterrupted(pipeline, tmp_path_factory):
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(
-    stage, uninterrupted, pipeline, tmp_path
+    stage, uninterrupted, quick_pipeline, tmp_path
 ):
     reference = uninterrupted(stage)
-    command = stage_command(stage, pipeline, tmp_path)
+    command = stage_command(stage, quick_pipeline, tmp_path)
     killed = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "model").exists()
@@ -174,10 +174,10 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(
     assert steps == list(range(first, first + len(steps)))
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_non_zero(uninterrupted, pipeline, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero(uninterrupted, quick_pipeline, tmp_path):
     """SFT only: SIGTERM handling is the shared checkpointing.RunCheckpoints, the same in DPO."""
     reference = uninterrupted("sft")
-    command = stage_command("sft", pipeline, tmp_path)
+    command = stage_command("sft", quick_pipeline, tmp_path)
     stopped = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGTERM)
     assert stopped.returncode == 143
     assert "SIGTERM: saved a checkpoint at optimizer step" in stopped.stderr.read()
@@ -192,11 +192,11 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_bit_for_bit(
-    uninterrupted, pipeline, tmp_path
+    uninterrupted, quick_pipeline, tmp_path
 ):
     """SIGINT is handled like SIGTERM: the loop saves after its optimizer step and stops."""
     reference = uninterrupted("sft")
-    command = stage_command("sft", pipeline, tmp_path)
+    command = stage_command("sft", quick_pipeline, tmp_path)
     stopped = start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGINT)
     stderr = stopped.stderr.read()
     assert stopped.returncode == 130
@@ -214,12 +214,12 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_in_one_line_and_resumes_bit_for_bit
 
 
 def test_a_second_ctrl_c_stops_at_once_and_nothing_half_written_is_resumed(
-    uninterrupted, pipeline, tmp_path
+    uninterrupted, quick_pipeline, tmp_path
 ):
     from amber_repro.training.checkpoint_trust import load_key, verify_folder
 
     reference = uninterrupted("sft")
-    command = stage_command("sft", pipeline, tmp_path)
+    command = stage_command("sft", quick_pipeline, tmp_path)
     process = start_and_signal_after_first_checkpoint(
         command, tmp_path / "state", signal.SIGINT, wait=False
     )
@@ -244,8 +244,8 @@ def test_a_second_ctrl_c_stops_at_once_and_nothing_half_written_is_resumed(
     assert same_weights(tmp_path / "model", reference / "model")
 
 
-def test_changed_settings_do_not_resume_another_runs_checkpoint(pipeline, tmp_path):
-    command = stage_command("sft", pipeline, tmp_path)
+def test_changed_settings_do_not_resume_another_runs_checkpoint(quick_pipeline, tmp_path):
+    command = stage_command("sft", quick_pipeline, tmp_path)
     start_and_signal_after_first_checkpoint(command, tmp_path / "state", signal.SIGKILL)
     changed = [*command[:-4], "--lr", "5e-4", *command[-4:]]
     result = run(changed)
@@ -253,7 +253,7 @@ def test_changed_settings_do_not_resume_another_runs_checkpoint(pipeline, tmp_pa
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    pipeline, tmp_path, monkeypatch
+    quick_pipeline, tmp_path, monkeypatch
 ):
     from amber_repro import __main__ as cli
     from amber_repro.config.cli import check_settings
@@ -270,7 +270,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         )  # 2 micro-batches a step: step 6 is NaN
 
     monkeypatch.setattr(sft, "sft_loss", loss_turning_nan)
-    argv = [str(a) for a in stage_command("sft", pipeline, tmp_path)[3:]]
+    argv = [str(a) for a in stage_command("sft", quick_pipeline, tmp_path)[3:]]
     args = cli.build_parser("sft").parse_args(argv)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6") as stop:
         sft.main(args, *check_settings(args))

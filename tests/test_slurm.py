@@ -14,6 +14,7 @@ import pytest
 from conftest import Workdir
 from processes import PATIENCE, stop, unlock
 from processes import run as run_command
+from shared_builds import quick_config
 from slurm_cluster import LocalSlurm, sbatch_calls, slurm_snakemake
 
 from amber_repro.config.jobs import JOBS
@@ -32,7 +33,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return Workdir(tmp_path_factory.mktemp("slurm-run"))
+    """The quick settings: these tests are about what reaches SLURM, not about results."""
+    return Workdir(tmp_path_factory.mktemp("slurm-run"), config=quick_config())
 
 
 def test_the_dag_runs_end_to_end_through_the_slurm_profile(workdir, cluster):

@@ -5,16 +5,15 @@ The values the shipped configs resolve to are in test_recipe.py."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import sys
 
 import pytest
 from conftest import REPO
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from processes import run_in_process
 from pydantic import BaseModel
 
 from amber_repro.__main__ import STAGES, build_parser, main
@@ -68,13 +67,10 @@ def test_each_stages_flag_defaults_are_the_typed_defaults(stage):
 
 
 def stage_help(stage: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "amber_repro", stage, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "COLUMNS": "200"},
-    ).stdout
+    """`python -m amber_repro <stage> --help`, in this process (tests/processes.py)."""
+    shown = run_in_process([stage, "--help"], env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
 
 
 def test_help_shows_the_recipes_values():

@@ -94,6 +94,7 @@ def harness_results(
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
     lm = HFLM(
         pretrained=str(model_path),
@@ -103,11 +104,16 @@ def harness_results(
         device=str(processes().device),
         trust_remote_code=False,
     )
+    # One index of tasks for every call (simple_evaluate builds its own otherwise), and lm-eval's
+    # ~14,000 built-in task files read only when a task is named: indexing them takes 18 s on a
+    # 2-core CPU, and the safety task is a config of ours (docs/measurements.md).
+    task_manager = TaskManager(include_defaults=any(isinstance(task, str) for task, _ in tasks))
     scores, versions = {}, {}
     for task, shots in tasks:
         output = simple_evaluate(
             model=lm,
             tasks=[task],
+            task_manager=task_manager,
             num_fewshot=shots,
             limit=harness.limit,
             log_samples=False,
