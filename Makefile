@@ -20,10 +20,11 @@ run: $(VENV)/.installed
 	snakemake --cores $(CORES)
 
 # The whole suite, TEST_WORKERS processes at a time (pytest-xdist; a file's tests stay together, so
-# its fixtures are built once), with the 25 slowest tests listed so that growth shows.
+# its fixtures are built once; files start in the order tests/conftest.py gives, longest first), with
+# the 25 slowest tests listed so that growth shows. docs/testing.md says how the suite is organised.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed $(FASTCHAT_VENV)/.installed system-packages
-	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # The inner loop: the tests that start no Snakemake, SLURM or training process (markers in
 # tests/conftest.py and pyproject.toml), in about 2 minutes.

@@ -87,11 +87,16 @@ def run_in_process(
     """`python -m amber_repro <argv>` in this process: the same argument parsing, settings checks,
     stage and error handling, with its exit status and what it printed. For tests where the
     process boundary is not what is tested: starting torch and transformers costs seconds per
-    process on a 2-core CPU. `env`: variables set for the call only."""
+    process on a 2-core CPU. `env`: variables set for the call only; its OMP_NUM_THREADS also
+    sets torch's threads for the call, as it would in a new process (results compared bit for bit
+    with a stage process depend on it)."""
+    import torch
+
     from amber_repro.__main__ import main
 
     arguments = [str(part) for part in argv]
     stdout, stderr = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
     with (
         pytest.MonkeyPatch.context() as patch,
         contextlib.redirect_stdout(stdout),
@@ -99,10 +104,14 @@ def run_in_process(
     ):
         for name, value in (env or {}).items():
             patch.setenv(name, value)
+        if env and "OMP_NUM_THREADS" in env:
+            torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
         try:
             code = main(arguments)
         except SystemExit as exit:  # what the interpreter would do with it (argparse, --help)
             code = exit_status(exit)
+        finally:
+            torch.set_num_threads(threads)
     return subprocess.CompletedProcess(arguments, code, stdout.getvalue(), stderr.getvalue())
 
 

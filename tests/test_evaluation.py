@@ -114,10 +114,10 @@ def test_generations_are_written_for_people_to_read(pipeline):
     assert "**sft:**" in text and "**dpo:**" in text
 
 
-def test_eval_json_is_identical_between_runs_except_timing(pipeline):
-    before = json.loads((pipeline.path / EVAL).read_text())
-    pipeline.snakemake("--forcerun", "evaluate")
-    after = json.loads((pipeline.path / EVAL).read_text())
+def test_eval_json_is_identical_between_runs_except_timing(quick_pipeline):
+    before = json.loads((quick_pipeline.path / EVAL).read_text())
+    quick_pipeline.snakemake("--forcerun", "evaluate")
+    after = json.loads((quick_pipeline.path / EVAL).read_text())
     before.pop("timing"), after.pop("timing")
     assert before == after
 

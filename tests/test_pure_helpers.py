@@ -1,15 +1,18 @@
 """Small pure helpers whose wrong versions the workflow tests would not notice: byte formatting in
-full-disk messages, and the config merge every preset, overlay and experiment goes through."""
+full-disk messages, the config merge every preset, overlay and experiment goes through, and the
+code inputs of each rule."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amber_repro.config.types import merge
+from amber_repro.provenance.codedeps import stage_files
 from amber_repro.storage import human_bytes
 
 
@@ -55,3 +58,21 @@ def test_merge_changes_only_what_is_named_and_leaves_its_inputs_alone(base, chan
     assert merge(base, changes) == reference_merge(base, changes)
     assert base == base_before and changes == changes_before
     assert merge(base, {}) == base and merge({}, changes) == changes
+
+
+def test_a_stages_code_inputs_follow_an_edit_made_in_the_same_process(tmp_path):
+    """Each file's imports are parsed once per process (Snakemake asks for every rule): an edited
+    file, even one of the same size, is parsed again."""
+    package = tmp_path / "amber_repro"
+    package.mkdir()
+    for name in ("__init__", "__main__", "a", "b", "c"):
+        (package / f"{name}.py").write_text("")
+    stage = package / "a.py"
+    stage.write_text("from amber_repro import b\n")
+    assert stage_files(package, "amber_repro.a") == sorted(
+        str(package / f"{name}.py") for name in ("__init__", "__main__", "a", "b")
+    )
+    stage.write_text("from amber_repro import c\n")  # same size, new content
+    os.utime(stage, ns=(stage.stat().st_atime_ns, stage.stat().st_mtime_ns + 1_000_000))
+    assert str(package / "c.py") in stage_files(package, "amber_repro.a")
+    assert str(package / "b.py") not in stage_files(package, "amber_repro.a")
