@@ -19,10 +19,11 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 
 from amber_repro.data.filtering import filter_split, read_raw
-from amber_repro.data.synthetic import _prompt_pools, generate_split
+from amber_repro.data.synthetic import generate_split
 
 # polars' thread pool does not survive fork(): start measuring processes fresh.
 SPAWN = get_context("spawn")
@@ -70,14 +71,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.parquet"
-        pool = _prompt_pools(0)["train"]
         # Many distinct prompts, as in the real set (~ rows / 2 unique prompts before filtering).
-        pool = [
-            (f"{prompt} (case {i})", topic)
-            for i in range(args.rows // (2 * len(pool)) + 1)
-            for prompt, topic in pool
-        ]
-        generate_split(random.Random(0), pool, args.rows).write_parquet(path)
+        frame = generate_split(random.Random(0), "train", args.rows, seed=0)
+        cases = args.rows // (2 * frame["prompt"].n_unique()) + 1
+        case = (pl.int_range(pl.len()) % cases).cast(pl.String)
+        frame.with_columns(pl.col("prompt") + " (case " + case + ")").drop(
+            "_topic", "_template"
+        ).write_parquet(path)
 
         # Each side runs in a fresh process: the loop's large heap of Python objects would
         # otherwise slow whatever runs after it in the same process.

@@ -160,3 +160,12 @@ def test_docs_cluster_md_holds_the_plans_table():
         check=True,
     ).stdout.strip()
     assert generated in (REPO / "docs" / "cluster.md").read_text()
+
+
+def test_a_broken_overlay_is_named_with_its_line_not_a_traceback(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("dpo:\n  beta: [0.1\n")
+    result = plan("config/ambersafe-7b.yaml", broken)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"error: {broken}" in result.stderr and "line 3" in result.stderr, result.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from amber_repro.config.jobs import SIGTERM_WARNING_SECONDS, job
-from amber_repro.config.load import resolve
+from amber_repro.config.load import read_yaml, resolve
 from amber_repro.config.types import merge
 from amber_repro.errors import AmberError, ConfigError
 from amber_repro.planning import costs
@@ -116,7 +116,7 @@ def read_config(configfiles: list[Path], presets: Path):
     for path in [REPO / "config" / "config.yaml", *configfiles]:
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        values = merge(values, yaml.safe_load(path.read_text()) or {})
+        values = merge(values, read_yaml(path) or {})  # a syntax error: one line, not a traceback
     return resolve(values, presets)
 
 
