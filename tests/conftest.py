@@ -20,12 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Markers from what a test uses (registered in pyproject.toml); `make test-fast` leaves them out.
 SLURM_FIXTURES = {"cluster"}  # a SLURM cluster on localhost
-WORKFLOW_FIXTURES = {
-    "pipeline",
-    "quick_pipeline",
-    "chat_pipeline",
-    "workdir",
-}  # Snakemake runs or dry-runs
+# Snakemake runs or dry-runs
+WORKFLOW_FIXTURES = {"pipeline", "quick_pipeline", "chat_pipeline", "workdir"}
 
 
 # The order files start in (pytest-xdist hands them out in collection order): the longest first,
@@ -200,16 +196,19 @@ def start_needed_builds(request, shared_builds):
 def pipeline(shared_builds, tmp_path_factory) -> Workdir:
     """The embedded default's whole DAG (rule all: eval.json, generations, report figures, crate),
     built once per session: this worker's own copy, which its tests may change and restore."""
-    copy = tmp_path_factory.mktemp("pipeline") / "run"
-    return Workdir.existing(shared_builds["pipeline"].copy(copy))
+    return worker_copy(shared_builds["pipeline"], tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def quick_pipeline(shared_builds, tmp_path_factory) -> Workdir:
     """The whole DAG on QUICK_SETTINGS (tests/shared_builds.py), for tests of what a run does
     rather than how well it learns: this worker's own copy."""
-    copy = tmp_path_factory.mktemp("quick-pipeline") / "run"
-    return Workdir.existing(shared_builds["quick_pipeline"].copy(copy))
+    return worker_copy(shared_builds["quick_pipeline"], tmp_path_factory)
+
+
+def worker_copy(build: SharedBuild, tmp_path_factory) -> Workdir:
+    """This worker's own copy of a finished shared build."""
+    return Workdir.existing(build.copy(tmp_path_factory.mktemp(build.path.name) / "run"))
 
 
 def scheduled_jobs(dry_run_stdout: str) -> dict[str, int]:

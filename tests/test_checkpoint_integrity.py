@@ -70,11 +70,15 @@ def copy_state(interrupted: Path, tmp_path: Path) -> tuple[Path, int, int]:
     return state, current["step"], previous["step"]
 
 
-def rerun(quick_pipeline, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The stage command again, in this process (what is tested is how it treats the state folder,
-    not the process); it must end normally and without a traceback."""
-    command = stage_command("sft", quick_pipeline, tmp_path)[3:]  # after `python -m amber_repro`
-    result = run_in_process(command, env=env or run_env())
+def in_process(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """A stage_command (`python -m amber_repro ...`) run in this process: what these tests check is
+    how a stage treats its state folder, not the process around it."""
+    return run_in_process(command[3:], env=env or run_env())
+
+
+def rerun(built, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The SFT command again; it must end normally and without a traceback."""
+    result = in_process(stage_command("sft", built, tmp_path), env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     return result
@@ -250,7 +254,7 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(quick_pipelin
     base = stage_command("dpo", quick_pipeline, tmp_path)
     command = [*base[:-4], "--lr", "1e12", "--checkpoint-every", "1", *base[-4:]]
     state = tmp_path / "state"
-    first = run_in_process(command[3:], env=run_env())  # after `python -m amber_repro`
+    first = in_process(command)
     assert first.returncode == 2
     message = first.stderr.split("error: ", 1)[1].splitlines()[0]
     assert message.startswith(
@@ -261,7 +265,7 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(quick_pipelin
     assert json.loads((state / "diverged.json").read_text())["step"] == 2
     before = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
 
-    again = run_in_process(command[3:], env=run_env())
+    again = in_process(command)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "an earlier run with these same settings diverged" in again.stderr
     assert message in again.stderr
@@ -269,6 +273,6 @@ def test_a_divergence_stops_a_rerun_with_the_same_settings_at_once(quick_pipelin
     assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == before
 
     changed = [*base[:-4], "--lr", "1e-4", "--max-steps", "2", *base[-4:]]
-    other = run_in_process(changed[3:], env=run_env())
+    other = in_process(changed)
     assert other.returncode == 0, other.stderr[-3000:]
     assert "ignoring checkpoint" in other.stdout

@@ -38,10 +38,8 @@ from amber_repro.training.schedule import global_batch_size, micro_batch_size
 TOLERANCE = 1e-4
 
 
-def command(
-    stage: str, quick_pipeline, out: Path, processes: int, accumulation: int, extra=()
-) -> list[str]:
-    root = quick_pipeline.path / "results"
+def command(stage: str, built, out: Path, processes: int, accumulation: int, extra=()) -> list[str]:
+    root = built.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
         args = ["sft", "--data", data / "sft-train.parquet", "--model", root / "base_model"]

@@ -119,9 +119,8 @@ def test_a_typo_in_an_experiment_stops_the_dry_run_naming_it(built):
 
 def test_a_sweep_writes_one_row_per_experiment_with_its_values(quick_pipeline, tmp_path):
     """A real run on a copy of a built pipeline: one experiment, then the comparison."""
-    pipeline = quick_pipeline
     copy = tmp_path / "sweep"
-    shutil.copytree(pipeline.path, copy, symlinks=True)
+    shutil.copytree(quick_pipeline.path, copy, symlinks=True)
     workdir = Workdir.existing(copy)
     add_experiments(workdir, {"ipo": {"dpo": {"loss": "ipo", "beta": 0.2}}})
     workdir.snakemake()  # rule all: the experiment's outputs, the sweep, the crate
@@ -150,5 +149,5 @@ def test_a_sweep_writes_one_row_per_experiment_with_its_values(quick_pipeline, t
     # Shared, not rebuilt: the SFT checkpoint, the reference log-probs, the default's DPO.
     for shared in ("sft", "ref_logps/train.parquet", "dpo"):
         assert (copy / "results/ambersafe" / shared).stat().st_mtime == (
-            pipeline.path / "results/ambersafe" / shared
+            quick_pipeline.path / "results/ambersafe" / shared
         ).stat().st_mtime

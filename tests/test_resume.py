@@ -37,8 +37,9 @@ COMMON = [
 ]
 
 
-def stage_command(stage: str, quick_pipeline, out: Path) -> list[str]:
-    root = quick_pipeline.path / "results"
+def stage_command(stage: str, built, out: Path) -> list[str]:
+    """The stage's command line on a finished run's data and models (`built`, a Workdir)."""
+    root = built.path / "results"
     data = root / "ambersafe/data"
     if stage == "sft":
         args = [
