@@ -231,8 +231,7 @@ def slurm_snakemake(workdir: Workdir, cluster: LocalSlurm, *args: str, wait=True
     """Snakemake with the repository's slurm profile; test overrides for this one-node cluster."""
     command = [
         sys.executable,
-        "-m",
-        "snakemake",
+        str(Path(__file__).with_name("slurm_polling.py")),  # Snakemake, polling SLURM every 2 s
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",

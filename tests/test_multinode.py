@@ -72,6 +72,9 @@ def test_sft_trains_on_two_nodes_as_it_does_on_one(tmp_path_factory, cluster):
     # asks for.
     config["sft"].update(n_epochs=18, checkpoint_every=100000)
     workdir.write_config(config)
+    # SFT's inputs (data, tiny model: CPU jobs, one node) are made here, not through SLURM: what is
+    # under test starts at the two-node job.
+    workdir.snakemake("results/ambersafe/data/manifest.json", "results/base_model")
     run = slurm_snakemake(workdir, cluster, "--until", "sft", wait=False)
     try:
         stopped_at = signal_sft_midway(workdir, cluster, run)
