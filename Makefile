@@ -91,7 +91,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 # Archival (amber_repro/provenance/archive.py, amber_repro/provenance/replay.py). `make archive` bundles a finished run
-# into results/archive/amber-repro-<commit12>.tar.gz: ALLOW_DIRTY=1 takes uncommitted changes (as
+# into results/archive/amber-repro-<commit12>[-...].tar.gz: ALLOW_DIRTY=1 takes uncommitted changes (as
 # code.diff), WITH_WHEELS=1 adds the lock's wheels, WITH_IMAGE=1 the Apptainer image, WITH_RESULTS=1
 # every output (for TOLERANCE). `make reproduce ARCHIVE=<bundle> DIR=<new folder>` reruns it there
 # offline and verifies every result; TOLERANCE=1e-3 compares numbers instead of bytes; VENV=<env>

@@ -107,9 +107,15 @@ def test_the_bundle_holds_code_config_lock_raw_data_and_crate(bundle, checkout):
         "requirements.lock",
     ):
         assert name in found, name
-    for split in ("train", "test"):  # the synthetic files as used, restored instead of rerun
-        assert manifest["restore"][f"results/raw/pku-saferlhf/{split}.parquet"]
-    assert not any(name.startswith("results/base_model/") for name in found)  # built, not fetched
+    for split in ("train", "test"):  # generated again by the replay, not bundled
+        assert f"results/raw/pku-saferlhf/{split}.parquet" not in found
+    assert manifest["restore"] == {}  # nothing here came from the network
+    # The tiny base model is built again, not fetched: only its record and card are bundled, as
+    # the originals its rows are compared with.
+    base_model = {
+        name.rsplit("/", 1)[1] for name in found if name.startswith("results/base_model/")
+    }
+    assert base_model == {"amber_repro.json", "README.md"}, base_model
     assert "results/ro-crate-metadata.json" in found
     run_config = yaml.safe_load(found["config/run.yaml"])
     assert run_config["preset"] == "embedded" and run_config["sft"]["lr"] == 1e-3
@@ -142,7 +148,22 @@ def test_a_bundle_reproduces_every_artifact_offline(bundle, tmp_path):
     table = result.stdout
     rows = [line for line in table.splitlines() if line.startswith(("raw/", "ambersafe/"))]
     assert len(rows) > 30
-    assert all(("  yes" in row or "  record (not compared" in row) for row in rows)
+    assert all(
+        ("  yes" in row or "  record (not compared" in row or "  present (named by time)" in row)
+        for row in rows
+    ), table
+    # Records and model cards are compared too, without what was measured; TensorBoard files,
+    # whose names hold the time, host and pid, must exist.
+    sft_record = next(r for r in rows if r.startswith("ambersafe/sft/amber_repro.json "))
+    assert "  yes (without " in sft_record and "timing" not in sft_record, sft_record
+    assert next(r for r in rows if r.startswith("ambersafe/sft/README.md ")).endswith(
+        "  yes (without measured rows)"
+    )
+    assert any(r.startswith("ambersafe/sft/tensorboard/") and "present" in r for r in rows)
+    # The synthetic raw data was generated again, not restored, and matched byte for byte.
+    for split in ("train", "test"):
+        row = next(r for r in rows if r.startswith(f"raw/pku-saferlhf/{split}.parquet "))
+        assert row.endswith("  yes") and "(restored)" not in row, row
     eval_row = next(row for row in rows if row.startswith("ambersafe/eval.json "))
     # The pipeline ran outside git, so its records' `run` names no commit: it differs too.
     assert eval_row.endswith("  yes (without timing, run)")
@@ -152,18 +173,22 @@ def test_a_bundle_reproduces_every_artifact_offline(bundle, tmp_path):
     assert git(tmp_path / "replay" / "code", "status", "--porcelain") == ""
 
 
-def test_a_changed_byte_in_the_raw_data_is_the_first_divergence(bundle, tmp_path):
-    def flip(data: bytes) -> bytes:
-        middle = len(data) // 2
-        return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+def test_a_changed_seed_is_the_first_divergence_in_the_regenerated_raw_data(bundle, tmp_path):
+    """The replay generates the synthetic raw data again (it is not in the bundle) and compares it
+    byte for byte: another seed diverges at the first job, and nothing after it runs."""
 
-    tampered = changed_bundle(bundle, tmp_path / "tampered.tar.gz", RAW_TRAIN, flip)
-    result = reproduce(tampered, tmp_path / "replay")
+    def reseed(data: bytes) -> bytes:
+        config = yaml.safe_load(data)
+        config["data"]["synthetic"]["seed"] += 1
+        return yaml.safe_dump(config, sort_keys=False).encode()
+
+    changed = changed_bundle(bundle, tmp_path / "reseeded.tar.gz", "config/run.yaml", reseed)
+    replay = tmp_path / "replay"
+    result = reproduce(changed, replay)
     assert result.returncode != 0
-    assert "first divergence: raw/pku-saferlhf/train.parquet, made by job synthesize_data" in (
-        result.stderr
-    )
-    assert not (tmp_path / "replay" / "code" / "results" / "ambersafe").exists()  # nothing ran
+    assert "first divergence: raw/pku-saferlhf/" in result.stderr, result.stderr[-3000:]
+    assert "made by job synthesize_data" in result.stderr
+    assert not (replay / "code" / "results" / "ambersafe").exists()  # nothing after it ran
 
 
 def test_a_changed_setting_names_the_first_stage_it_reaches(bundle, tmp_path):
@@ -181,7 +206,30 @@ def test_a_changed_setting_names_the_first_stage_it_reaches(bundle, tmp_path):
     )
     assert "made by job sft (SFT)" in result.stderr
     ran = sorted(log.stem for log in (replay / "replay-logs").glob("*.log"))
-    assert ran == ["build_tiny_model", "filter_pairs", "sft"]
+    assert ran == ["build_tiny_model", "filter_pairs", "sft", "synthesize_data"]
+
+
+def test_archiving_again_gives_the_same_bytes_and_never_overwrites(bundle, checkout):
+    """No time or host inside a bundle: archiving the same run again gives the same bytes, which
+    are kept. Another bundle under that name is refused and left as it was; bundles with other
+    parts get other names."""
+    out = checkout / "results" / "archive" / bundle.name
+    again = make(checkout, "archive")
+    assert again.returncode == 0, again.stderr
+    assert f"{out.relative_to(checkout)} already holds this bundle, byte for byte" in again.stdout
+    out.write_bytes(b"another bundle")
+    refused = make(checkout, "archive")
+    assert refused.returncode == 2 and "exists and holds another bundle" in refused.stderr
+    assert out.read_bytes() == b"another bundle"
+    out.unlink()
+    assert make(checkout, "archive").returncode == 0
+    assert out.read_bytes() == bundle.read_bytes()  # a second archive, written afresh: same bytes
+    with_results = make(checkout, "archive", "WITH_RESULTS=1")
+    assert with_results.returncode == 0, with_results.stderr
+    assert f"wrote results/archive/{bundle.name.removesuffix('.tar.gz')}-results.tar.gz" in (
+        with_results.stdout
+    )
+    assert out.read_bytes() == bundle.read_bytes()
 
 
 def test_a_dirty_tree_is_refused_and_recorded_with_allow_dirty(checkout):
@@ -192,11 +240,13 @@ def test_a_dirty_tree_is_refused_and_recorded_with_allow_dirty(checkout):
     try:
         refused = make(checkout, "archive")
         assert refused.returncode != 0
-        assert "the working tree differs from" in refused.stderr and "Snakefile" in refused.stderr
+        said = [line for line in refused.stderr.splitlines() if not line.startswith("make: ")]
+        assert len(said) == 1 and "the working tree differs from" in said[0], said
+        assert "Snakefile" in said[0] and "notes.txt" in said[0], said
         allowed = make(checkout, "archive", "ALLOW_DIRTY=1")
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
         assert "tree dirty (code.diff included)" in allowed.stdout
-        bundle = next((checkout / "results" / "archive").glob("*.tar.gz"))
+        bundle = next((checkout / "results" / "archive").glob("*-dirty-*.tar.gz"))
         found = members(bundle)
         assert json.loads(found["BUNDLE.json"])["dirty"] is True
         diff = found["code.diff"].decode()
@@ -211,7 +261,8 @@ def test_tolerance_mode_compares_weights_per_tensor_and_eval_metrics(pipeline, t
     pickle) and each eval metric; text that differs is named."""
     from safetensors.torch import load_file, save_file
 
-    from amber_repro.provenance.verify import Row, compare_tolerant
+    from amber_repro.provenance.tolerance import compare_tolerant
+    from amber_repro.provenance.verify import Row
 
     weights = pipeline.path / "results" / "ambersafe" / "dpo" / "model.safetensors"
     tensors = load_file(str(weights))

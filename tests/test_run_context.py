@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from amber_repro.provenance.git_tree import tree_state
 from amber_repro.provenance.run_context import (
     RUN_ENV,
     config_sha256,
@@ -52,7 +53,16 @@ def test_git_state_names_the_commit_and_whether_the_tree_differs(tmp_path):
 
     git(tmp_path, "checkout", "--", "code.py")
     (tmp_path / "new_module.py").write_text("y = 1\n")  # untracked code changes the run too
-    assert git_state(tmp_path)["git_dirty"] is True
+    untracked = git_state(tmp_path)
+    assert untracked["git_dirty"] is True and untracked["git_diff_sha256"] is not None
+    # ... and its contents are part of the hash: an untracked file edited after a run is a
+    # different tree (which `git diff HEAD` alone would not show).
+    (tmp_path / "new_module.py").write_text("y = 2\n")
+    edited = git_state(tmp_path)
+    assert edited["git_diff_sha256"] not in (None, untracked["git_diff_sha256"])
+    # The archive names the tree with the same hash the stages recorded.
+    assert tree_state(tmp_path)["diff_sha256"] == edited["git_diff_sha256"]
+    assert git(tmp_path, "status", "--porcelain") == b"?? new_module.py\n"  # index untouched
 
 
 def test_the_config_hash_is_of_the_canonical_json():

@@ -1,10 +1,12 @@
-"""`python -m amber_repro archive`: one bundle, results/archive/amber-repro-<commit12>.tar.gz, from
+"""`python -m amber_repro archive`: one bundle, results/archive/<name>.tar.gz (`bundle_name`: the
+commit, the uncommitted diff when there is one, and the optional parts it holds), from
 which `python -m amber_repro reproduce` (amber_repro/provenance/replay.py) reruns a finished run
 offline and checks every result against the run's provenance crate.
 
-The bundle (a gzipped tar, members in a fixed order, owners and times normalised):
-  BUNDLE.json            commit, dirty flag, what is included, the sha256 of every other member,
-                         and the sha256 of its own content (manifest_sha256; bundle_checks.py)
+The bundle (bundle_writer.py: the same run archived twice gives the same bytes):
+  BUNDLE.json            commit, dirty flag, the run's Python version and platform, what is
+                         included, the sha256 of every other member, and the sha256 of its own
+                         content (manifest_sha256; bundle_checks.py)
   code/                  `git archive` of the commit
   code.commit            the commit object (`git cat-file commit`): with code/ it makes the commit
                          again, so the replay is a checkout of it and the stages record it (no
@@ -14,10 +16,10 @@ The bundle (a gzipped tar, members in a fixed order, owners and times normalised
                          runs with; config/... copies of the config files as they are
   requirements.lock      the lock
   results/...            the crate (ro-crate-metadata.json); the outputs of the jobs that fetch
-                         from outside (raw data: the hub snapshot or the synthetic files; the base
-                         model when it came from the hub; the lm-eval datasets), which the replay
-                         restores instead of downloading; the stage records, to compare their
-                         content; with --with-results every output
+                         from outside (the raw data's hub snapshot, the base model when it came
+                         from the hub, the lm-eval datasets), which the replay restores instead of
+                         downloading (synthetic data it generates again); the stage records and
+                         model cards, to compare the replay's with; with --with-results every output
   wheels/                the lock as wheels (--with-wheels): the replay installs without an index
   image/                 the Apptainer image (--with-image)
 """
@@ -25,16 +27,10 @@ The bundle (a gzipped tar, members in a fixed order, owners and times normalised
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
-import json
-import os
+import platform
 import subprocess
 import sys
-import tarfile
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -42,11 +38,12 @@ import yaml
 from amber_repro import __version__
 from amber_repro.config.jobs import JOBS
 from amber_repro.config.jobs import job as job_kind
-from amber_repro.provenance.bundle_checks import DIGEST_KEY, FORMAT, MANIFEST, manifest_digest
+from amber_repro.provenance.bundle_checks import DIGEST_KEY, FORMAT, manifest_digest
+from amber_repro.provenance.bundle_writer import Bundle, bundle_name
 from amber_repro.provenance.git_tree import ArchiveError, git, tree_state
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.verify import CRATE_NAME, Crate, comparison
-from amber_repro.storage import atomic_path, human_bytes
+from amber_repro.storage import human_bytes
 
 # Jobs whose outputs the bundle holds and the replay restores (jobs.py: those that fetch what the
 # run starts from, and the synthetic raw data): rule -> what they hold.
@@ -54,66 +51,6 @@ RESTORED_RULES = {job.rule: job.restored_as for job in JOBS if job.restored}
 
 
 # --- members --------------------------------------------------------------------------------------
-
-
-class Bundle:
-    """The members in order: (tar header, bytes or a file to read)."""
-
-    def __init__(self, mtime: int):
-        self.mtime = mtime
-        self.members: list[tuple[tarfile.TarInfo, bytes | Path | None]] = []
-        self.sha256: dict[str, str] = {}
-
-    def _info(self, name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = size, mode, self.mtime
-        return info
-
-    def add_bytes(self, name: str, data: bytes) -> None:
-        self.members.append((self._info(name, len(data)), data))
-        self.sha256[name] = hashlib.sha256(data).hexdigest()
-
-    def add_file(self, name: str, path: Path) -> None:
-        mode = 0o755 if os.access(path, os.X_OK) else 0o644
-        self.members.append((self._info(name, path.stat().st_size, mode), path))
-        self.sha256[name] = sha256_file(path)
-
-    def add_tree(self, prefix: str, folder: Path) -> None:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.add_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path)
-
-    def add_git_archive(self, repo: Path, commit: str) -> None:
-        """`git archive` of the commit under code/, as git writes it (its order, its modes)."""
-        data = git(repo, "archive", "--format=tar", "--prefix=code/", commit)
-        with tarfile.open(fileobj=io.BytesIO(data)) as source:
-            for info in source:
-                content = source.extractfile(info).read() if info.isfile() else None
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime = self.mtime
-                info.pax_headers = {}
-                self.members.append((info, content))
-                if info.issym():  # a symlink's "content" is its target
-                    content = info.linkname.encode()
-                if content is not None:
-                    self.sha256[info.name] = hashlib.sha256(content).hexdigest()
-
-    def write(self, path: Path, manifest: dict) -> None:
-        """The tar.gz: the manifest first, then the members in the order added."""
-        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        with (
-            atomic_path(path) as tmp,
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=self.mtime, compresslevel=6) as zipped,
-            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            tar.addfile(self._info(MANIFEST, len(data)), io.BytesIO(data))
-            for info, content in self.members:
-                if isinstance(content, Path):
-                    with open(content, "rb") as handle:
-                        tar.addfile(info, handle)
-                else:
-                    tar.addfile(info, io.BytesIO(content) if content is not None else None)
 
 
 # --- what goes in ---------------------------------------------------------------------------------
@@ -223,9 +160,10 @@ def checked_run(args: argparse.Namespace) -> tuple[Path, Path, dict, Crate]:
         raise ArchiveError(f"{results} must be the results folder at the repository root {repo}")
     state = tree_state(repo)
     if state["dirty"] and not args.allow_dirty:
-        listed = "\n  ".join(state["status"][:20])
+        paths = [line[3:] for line in state["status"]]
+        listed = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         raise ArchiveError(
-            f"the working tree differs from {state['commit'][:12]}:\n  {listed}\ncommit the "
+            f"the working tree differs from {state['commit'][:12]} ({listed}): commit the "
             "changes, or archive them as code.diff with ALLOW_DIRTY=1 (--allow-dirty)"
         )
     if not crate_path.is_file():
@@ -258,7 +196,7 @@ def result_members(crate: Crate, results: Path, with_results: bool, warnings: li
         for job in crate.jobs
         for file_id in job.results
         if f"results/{file_id}" not in restore
-        and (with_results or comparison(file_id, results / file_id) == "json")
+        and (with_results or comparison(file_id, results / file_id) in ("json", "card"))
     ]
     return restore, inputs, expected
 
@@ -290,6 +228,7 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
     bundle.add_file(f"results/{CRATE_NAME}", results / CRATE_NAME)
 
     included.update(inputs=inputs, expected_results=expected, wheels=None, image=None)
+    included["with_results"] = args.with_results
     if args.with_wheels:
         names = wheelhouse(lock, scratch / "wheels")
         bundle.add_tree("wheels", scratch / "wheels")
@@ -333,23 +272,46 @@ def finish(args, bundle, state, crate, included, restore, warnings) -> tuple[Pat
         "commit": state["commit"],
         "dirty": state["dirty"],
         "diff_sha256": state["diff_sha256"],
-        "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "created_by": f"amber_repro {__version__}",
         "run": {
             name: crate.json_property(name)
             for name in ("git_commit", "git_dirty", "git_diff_sha256", "config_sha256")
         }
         | {"lock_sha256": crate.value("lock_sha256")},
+        "interpreter": run_interpreter(crate),
         "includes": included,
         "restore": restore,
         "warnings": warnings,
         "members": bundle.sha256,
     }
     manifest[DIGEST_KEY] = manifest_digest(manifest)
-    out = Path(args.out_dir) / f"amber-repro-{state['commit'][:12]}.tar.gz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    bundle.write(out, manifest)
+    out = Path(args.out_dir) / bundle_name(state, included)
+    # Written beside its final name first: a bundle already there is never overwritten, and one
+    # with the same bytes (the same run archived again) is kept as it is.
+    candidate = out.with_name(f".{out.name}.new")
+    bundle.write(candidate, manifest)
+    if out.exists():
+        same = sha256_file(out) == sha256_file(candidate)
+        candidate.unlink()
+        if not same:
+            raise ArchiveError(
+                f"{out} exists and holds another bundle; move it away or give another --out-dir "
+                "(a bundle is never overwritten)"
+            )
+        return out, manifest | {"unchanged": True}
+    candidate.rename(out)
     return out, manifest
+
+
+def run_interpreter(crate: Crate) -> dict:
+    """The Python the run's stages recorded (their `software`), and this host's platform: what the
+    replay needs (a different minor version is refused there)."""
+    software = crate.json_property("software")
+    recorded = software.get("python") if isinstance(software, dict) else None
+    return {
+        "python": recorded or platform.python_version(),
+        "platform": f"{platform.system().lower()}-{platform.machine()}",
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -372,4 +334,7 @@ def main(args: argparse.Namespace) -> None:
         print(warning, file=sys.stderr)
     state = "dirty (code.diff included)" if manifest["dirty"] else "clean"
     print(f"commit {manifest['commit'][:12]}, tree {state}, {len(manifest['members'])} members")
-    print(f"wrote {out} ({human_bytes(out.stat().st_size)})")
+    if manifest.get("unchanged"):
+        print(f"{out} already holds this bundle, byte for byte: kept")
+    else:
+        print(f"wrote {out} ({human_bytes(out.stat().st_size)})")

@@ -41,6 +41,7 @@ from amber_repro.provenance.run_context import (
     hardware,
     run_context,
 )
+from amber_repro.provenance.verify import RECORD_NAMES
 from amber_repro.storage import read_json, write_json
 
 WFRUN = "https://w3id.org/ro/terms/workflow-run"  # the Workflow Run Crate terms (ContainerImage)
@@ -50,9 +51,6 @@ PROFILES = {
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
 }
 SNAKEMAKE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
-# The records stages write beside their outputs (each with "command", "software", "run", ...).
-RECORD_NAMES = {"source.json", "manifest.json", "amber_repro.json", "amber_repro_source.json"}
-RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
 RAW_DIR = "raw/pku-saferlhf"
 DATA_SOURCE = f"{RAW_DIR}/source.json"
 BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_repro.json"]

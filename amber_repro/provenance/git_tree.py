@@ -4,12 +4,11 @@ and the difference as a patch."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 from amber_repro.errors import AmberError
+from amber_repro.provenance.run_context import working_tree_patch
 
 
 class ArchiveError(AmberError):
@@ -31,18 +30,16 @@ def git(repo: Path, *args: str, env: dict | None = None) -> bytes:
 
 def tree_state(repo: Path) -> dict:
     """The commit, whether the tree differs from it (untracked files count, as in the stages' run
-    context), the sha256 of `git diff HEAD --binary` (the run context's diff hash) and the whole
-    change as a patch that also creates the untracked files (made with a scratch index)."""
+    context), and the difference as a patch that also creates the untracked files, with its sha256
+    (the run context's git_diff_sha256: run_context.working_tree_patch)."""
     commit = git(repo, "rev-parse", "HEAD").decode().strip()
     status = git(repo, "status", "--porcelain").decode().splitlines()
     state = {"commit": commit, "dirty": bool(status), "status": status}
     state["time"] = int(git(repo, "show", "-s", "--format=%ct", "HEAD").decode())
     state["diff_sha256"] = state["patch"] = None
     if status:
-        state["diff_sha256"] = hashlib.sha256(git(repo, "diff", "HEAD", "--binary")).hexdigest()
-        with tempfile.TemporaryDirectory() as scratch:
-            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-            git(repo, "read-tree", "HEAD", env=env)
-            git(repo, "add", "-A", env=env)
-            state["patch"] = git(repo, "diff", "--cached", "--binary", "HEAD", env=env)
+        state["patch"] = working_tree_patch(repo)
+        if state["patch"] is None:
+            raise ArchiveError(f"{repo}: git could not diff the working tree against HEAD")
+        state["diff_sha256"] = hashlib.sha256(state["patch"]).hexdigest()
     return state

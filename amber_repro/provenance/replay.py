@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -40,32 +39,26 @@ from amber_repro.provenance.archive import RESTORED_RULES
 from amber_repro.provenance.bundle_checks import MANIFEST, check_manifest, restore_plan
 from amber_repro.provenance.git_tree import git
 from amber_repro.provenance.hashing import sha256_file
-from amber_repro.provenance.run_context import RUN_ENV
+from amber_repro.provenance.replay_install import (
+    ReplayError,
+    environment,
+    install,
+    run_logged,
+    say,
+)
+from amber_repro.provenance.tolerance import compare_tolerant
 from amber_repro.provenance.verify import (
     CRATE_NAME,
     Crate,
     Row,
     compare_exact,
-    compare_tolerant,
     format_table,
     is_record,
 )
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-GIT_CONTEXT_KEYS = {key: RUN_ENV[key] for key in ("git_commit", "git_dirty", "git_diff_sha256")}
-GIT_CONTEXT = set(GIT_CONTEXT_KEYS.values())
-
-
-class ReplayError(AmberError):
-    exit_code = 2
-
 
 class Diverged(AmberError):
     exit_code = 1
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- unpacking ------------------------------------------------------------------------------------
@@ -144,62 +137,6 @@ def check_out(target: Path, manifest: dict, changed: list[str]) -> tuple[list[st
     if (target / "code.diff").is_file():
         git(code, "apply", "--binary", str((target / "code.diff").resolve()))
     return warnings, False
-
-
-# --- installing -----------------------------------------------------------------------------------
-
-
-def run_logged(command: list, log: Path, **kwargs) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as handle:
-        handle.write(f"$ {' '.join(map(str, command))}\n".encode())
-        handle.flush()
-        return subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT, check=False, **kwargs
-        ).returncode
-
-
-def install(args: argparse.Namespace, target: Path) -> Path:
-    """The Python of the replay's environment."""
-    code, log = target / "code", target / "replay-logs" / "install.log"
-    if args.python or args.venv:
-        python = Path(args.python) if args.python else Path(args.venv) / "bin" / "python"
-        if not python.exists():
-            raise ReplayError(f"{python}: no such interpreter")
-        say(f"environment: reusing {python}")
-        return python.absolute()
-    venv = code / ".venv"
-    if (target / "wheels").is_dir():
-        say(f"environment: {venv} from the bundled wheels (no package index; log {log})")
-        wheels = str(target / "wheels")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "--isolated", "install", "-q"]
-        offline = ["--no-index", "--find-links", wheels]
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [*pip, *offline, "-r", str(target / "requirements.lock")],
-            [*pip, *offline, "--no-deps", "-e", str(code)],
-        ]
-    else:
-        say(f"environment: `make .venv/.installed` in {code} (from the package index; log {log})")
-        steps = [["make", "-C", str(code), ".venv/.installed"]]
-    for step in steps:
-        if run_logged(step, log) != 0:
-            raise ReplayError(f"installing failed: {' '.join(step)} (see {log})")
-    return venv / "bin" / "python"
-
-
-def environment(python: Path, target: Path, manifest: dict, claim: bool) -> dict[str, str]:
-    """Offline, the replay's interpreter first, its code imported before any installed copy; with
-    `claim`, the archived commit for the stages' run context (provenance.run_context), which a
-    checkout would give them."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k not in GIT_CONTEXT}
-    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(target / "code")
-    env.update(OFFLINE)
-    if claim:
-        run = manifest.get("run", {})
-        env.update({name: json.dumps(run.get(key)) for key, name in GIT_CONTEXT_KEYS.items()})
-    return env
 
 
 def restore(target: Path, manifest: dict) -> list[str]:
@@ -329,7 +266,7 @@ def replay(args: argparse.Namespace) -> list[Row]:
         say(f"note: config/run.yaml differs from the run's config: {change}")
     if sha256_file(target / "requirements.lock") != manifest.get("run", {}).get("lock_sha256"):
         say("note: requirements.lock differs from the lock the run recorded")
-    python = install(args, target)
+    python = install(args, target, manifest)
     env = environment(python, target, manifest, claim)
     restore(target, manifest)
     snakemake = Snakemake(python, target, env, args.cores, use_apptainer(crate, manifest))

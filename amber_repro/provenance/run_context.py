@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from amber_repro import __version__
@@ -60,23 +61,39 @@ RUN_ENV = {
 }
 
 
-def _git(*args: str, repo: Path) -> bytes | None:
+def _git(*args: str, repo: Path, env: dict | None = None) -> bytes | None:
     try:
-        result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, timeout=30, env=env
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
 
 
+def working_tree_patch(repo: Path) -> bytes | None:
+    """The tree's whole difference from HEAD as one binary patch: tracked changes and the
+    untracked files that are not ignored, with their contents (`git diff HEAD` alone leaves those
+    out). Made with a scratch index, so the repository's own index is not touched."""
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if _git("read-tree", "HEAD", repo=repo, env=env) is None:
+            return None
+        if _git("add", "-A", repo=repo, env=env) is None:
+            return None
+        return _git("diff", "--cached", "--binary", "HEAD", repo=repo, env=env)
+
+
 def git_state(repo: Path = REPO_DIR) -> dict:
     """The commit checked out in `repo`, whether the tree differs from it (untracked files count),
-    and the sha256 of `git diff HEAD` when it does; nulls outside a git checkout."""
+    and the sha256 of that difference (working_tree_patch: untracked files' contents included)
+    when it does; nulls outside a git checkout."""
     commit = _git("rev-parse", "HEAD", repo=repo)
     status = _git("status", "--porcelain", repo=repo)
     if commit is None or status is None:
         return {"git_commit": None, "git_dirty": None, "git_diff_sha256": None}
     dirty = bool(status.strip())
-    diff = _git("diff", "HEAD", "--binary", repo=repo) if dirty else None
+    diff = working_tree_patch(repo) if dirty else None
     return {
         "git_commit": commit.decode().strip(),
         "git_dirty": dirty,

@@ -7,26 +7,31 @@ the files it made; the run's settings are PropertyValues linked from "#run" ("co
 ...).
 
 Verification policy (`comparison`), one rule per kind of file:
-  bytes   sha256 equality: raw data, pairs, reference log-probs, weights, tokenizer and model
-          config files, training metrics (metrics.jsonl), generations.md, the figures and the eval
-          table. These are deterministic on one platform (checked on two runs of the embedded DAG).
-  json    a stage's JSON record (a JSON object with a `run` or `timing` block: eval.json,
-          manifest.json, ref_logps/*.json, source.json): parsed and compared without its `timing`
-          block (wall times), its `run` block (commit, config and lock hashes, which the replay
-          checks once, before it runs) and the hashes it holds of records (below).
-  record  not compared, listed: it holds timings. A model folder's amber_repro.json and model card
-          README.md (train tokens/s), TensorBoard event files (wall times; host name and pid in the
-          file name), logs/ and benchmarks/, and the crate itself.
-In tolerance mode (`compare_tolerant`) weights are compared by the largest absolute difference per
-tensor, JSON records, training metrics and parquet tables by the absolute difference of each number
-(hashes of files inside a record are left to those files' rows); figures, the eval table and the
-generations are reported, not judged: they follow from the weights.
+  bytes     sha256 equality: raw data, pairs, reference log-probs, weights, tokenizer and model
+            config files, training metrics (metrics.jsonl), generations.md, the figures and the
+            eval table. These are deterministic on one platform (checked on two runs of the
+            embedded DAG).
+  json      a stage's JSON record (a JSON object with a `run` or `timing` block: eval.json,
+            manifest.json, a model's amber_repro.json, ref_logps/*.json, source.json): parsed and
+            compared without what was measured rather than computed (`measured`: its `timing` and
+            `speed` blocks, wall times, rates, dates), its `run` block (commit, config and lock
+            hashes, which the replay checks once, before it runs) and the hashes it holds of files
+            with measurements in them.
+  card      a model card (README.md): its text without the table rows of measured values.
+  presence  TensorBoard event files, whose names hold the time, host and pid of the run: one must
+            exist in the same folder.
+  record    logs/ and benchmarks/ (wall times, progress bars) and the crate itself: must exist,
+            not compared.
+In tolerance mode (`compare_tolerant`) weights are compared by the largest difference per tensor
+relative to the tensor's largest value, JSON records, training metrics and parquet tables by the
+absolute difference of each number (hashes of files inside a record are left to those files'
+rows); figures, the eval table and the generations are reported, not judged: they follow from the
+weights.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,6 +43,16 @@ from amber_repro.provenance.hashing import sha256_file
 CRATE_NAME = "ro-crate-metadata.json"
 RECORD = "record (not compared: holds timings)"
 UNCOMPARED_BLOCKS = ("timing", "run")
+# What a run measured rather than computed: blocks of a record, and keys anywhere in it.
+MEASURED_BLOCKS = ("timing", "speed")
+MEASURED_KEY = re.compile(r"(seconds|/s|_per_second)$")
+# The records stages write beside their outputs (each with "command", "software", "run", ...).
+RECORD_NAMES = {"source.json", "manifest.json", "amber_repro.json", "amber_repro_source.json"}
+RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
+# Files whose bytes hold measurements (the records, the model cards): no record's hash of one is
+# compared, the file itself is, in its own row.
+MEASURED_FILES = {*RECORD_NAMES, "README.md"}
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the rest of the name: time, host, pid
 # Files that follow from the weights and are meant for people; tolerance mode reports them only.
 PRESENTATION_SUFFIXES = (".md", ".png", ".html")
 
@@ -46,18 +61,18 @@ class VerifyError(AmberError):
     exit_code = 2
 
 
-def is_record(path: str) -> bool:
-    """Whether a file (path relative to results/, or to its model folder) holds timings."""
+def _parts(path: str) -> tuple[str, ...]:
     parts = PurePosixPath(path).parts
-    if parts[:1] == ("results",):
-        parts = parts[1:]
+    return parts[1:] if parts[:1] == ("results",) else parts
+
+
+def is_record(path: str) -> bool:
+    """Whether a file (path relative to results/, or to its model folder) is only checked to
+    exist: logs, benchmarks, the crate, TensorBoard event files (whose names change)."""
+    parts = _parts(path)
     if not parts:
         return False
-    return (
-        parts[-1] in ("amber_repro.json", "README.md", CRATE_NAME)
-        or "tensorboard" in parts
-        or parts[0] in ("logs", "benchmarks")
-    )
+    return parts[-1] == CRATE_NAME or "tensorboard" in parts or parts[0] in ("logs", "benchmarks")
 
 
 def is_stage_record(data: Any) -> bool:
@@ -65,11 +80,16 @@ def is_stage_record(data: Any) -> bool:
 
 
 def comparison(path: str, expected: Path | None = None) -> str:
-    """How a result file is compared: "bytes", "json" or "record" (see the module's docstring).
-    `expected`, the original when the bundle holds it, tells a stage's record from a model's
-    config."""
+    """How a result file is compared: "bytes", "json", "card", "presence" or "record" (see the
+    module's docstring). `expected`, the original when the bundle holds it, tells a stage's
+    record from a model's config."""
+    parts = _parts(path)
+    if parts and "tensorboard" in parts:
+        return "presence"
     if is_record(path):
         return "record"
+    if parts and parts[-1] == "README.md":
+        return "card"
     if path.endswith(".json") and expected is not None and expected.is_file():
         try:
             data = json.loads(expected.read_text(encoding="utf-8"))
@@ -80,30 +100,46 @@ def comparison(path: str, expected: Path | None = None) -> str:
     return "bytes"
 
 
+def measured(key: Any) -> bool:
+    return isinstance(key, str) and (key in MEASURED_BLOCKS or MEASURED_KEY.search(key) is not None)
+
+
 def comparable(record: Any, top: bool = True) -> Any:
-    """A JSON record without its uncompared blocks and without its hashes of records."""
+    """A JSON record without its uncompared blocks, what it measured, and its hashes of files
+    that hold measurements."""
     if isinstance(record, dict):
         return {
             key: comparable(value, top=False)
             for key, value in record.items()
-            if not (top and key in UNCOMPARED_BLOCKS) and not _is_record_path(key)
+            if not (top and key in UNCOMPARED_BLOCKS)
+            and not measured(key)
+            and not _names_measured_file(key)
         }
     if isinstance(record, list):
         return [comparable(value, top=False) for value in record]
     return record
 
 
-def _is_record_path(key: Any) -> bool:
-    """A key that names a record file (the key of its hash), e.g. "README.md"."""
-    return isinstance(key, str) and ("/" in key or "." in key) and is_record(key)
+def _names_measured_file(key: Any) -> bool:
+    """A key that names a file with measurements in it (the key of its hash), e.g. "README.md"."""
+    if not (isinstance(key, str) and ("/" in key or "." in key)):
+        return False
+    return is_record(key) or PurePosixPath(key).name in MEASURED_FILES
+
+
+def card_text(path: Path) -> list[str]:
+    """A model card's lines without the table rows of measured values ("| train tokens/s | ...")."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if not measured(line.strip("| ").split(" |")[0])]
 
 
 def uncompared_differences(expected: dict, got: dict) -> list[str]:
     """What differs in the parts of two JSON records that are not compared, for the table."""
-    found = [block for block in UNCOMPARED_BLOCKS if expected.get(block) != got.get(block)]
-    tops = [{k: v for k, v in r.items() if k not in UNCOMPARED_BLOCKS} for r in (expected, got)]
+    blocks = tuple(dict.fromkeys((*UNCOMPARED_BLOCKS, *MEASURED_BLOCKS)))
+    found = [block for block in blocks if expected.get(block) != got.get(block)]
+    tops = [{k: v for k, v in r.items() if k not in blocks} for r in (expected, got)]
     if tops[0] != tops[1]:
-        found.append("hashes of records")
+        found.append("measured values and hashes of files holding them")
     return found
 
 
@@ -228,14 +264,26 @@ def compare_exact(
     content (the original from the bundle), or listed only (a record)."""
     got_sha = sha256_file(got) if got.is_file() else None
     kind = comparison(artifact, original)
-    if kind == "record":
-        return Row(artifact, job, expected_sha, got_sha, RECORD, True)
+    if kind == "presence":  # the replay's file has its own name: time, host, pid
+        found = sorted(got.parent.glob(TENSORBOARD_EVENTS)) if got.parent.is_dir() else []
+        if not found:
+            return Row(artifact, job, expected_sha, None, "NO (missing)", False)
+        return Row(
+            artifact, job, expected_sha, sha256_file(found[0]), "present (named by time)", True
+        )
     if got_sha is None:
         return Row(artifact, job, expected_sha, None, "NO (missing)", False)
+    if kind == "record":
+        return Row(artifact, job, expected_sha, got_sha, RECORD, True)
     if got_sha == expected_sha:
         return Row(artifact, job, expected_sha, got_sha, "yes", True)
-    if kind == "json" and original is not None and sha256_file(original) == expected_sha:
-        before, after = _load_json(original), _load_json(got)
+    has_original = original is not None and original.is_file()
+    if has_original and sha256_file(original) == expected_sha and kind == "card":
+        if card_text(original) != card_text(got):
+            return Row(artifact, job, expected_sha, got_sha, "NO", False)
+        return Row(artifact, job, expected_sha, got_sha, "yes (without measured rows)", True)
+    if kind == "json" and has_original and sha256_file(original) == expected_sha:
+        before, after = load_json(original), load_json(got)
         if not isinstance(after, dict) or comparable(before) != comparable(after):
             return Row(artifact, job, expected_sha, got_sha, "NO", False)
         ignored = ", ".join(uncompared_differences(before, after))
@@ -243,144 +291,18 @@ def compare_exact(
     return Row(artifact, job, expected_sha, got_sha, "NO", False)
 
 
-def _load_lines(path: Path) -> list | None:
+def load_lines(path: Path) -> list | None:
     try:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-
-
-# --- tolerance mode -------------------------------------------------------------------------------
-
-
-def numeric_differences(expected: Any, got: Any, path: str = "") -> tuple[dict[str, float], list]:
-    """Absolute differences of the numbers in two JSON values ({json path: |a - b|}) and the paths
-    where anything else differs (text, structure)."""
-    numbers: dict[str, float] = {}
-    other: list[str] = []
-    if isinstance(expected, dict) and isinstance(got, dict):
-        for key in sorted(set(expected) | set(got), key=str):
-            if key not in expected or key not in got:
-                other.append(f"{path}/{key}")
-                continue
-            n, o = numeric_differences(expected[key], got[key], f"{path}/{key}")
-            numbers.update(n)
-            other += o
-    elif isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
-        for i, (a, b) in enumerate(zip(expected, got, strict=True)):
-            n, o = numeric_differences(a, b, f"{path}/{i}")
-            numbers.update(n)
-            other += o
-    elif _is_number(expected) and _is_number(got):
-        if math.isnan(expected) and math.isnan(got):
-            numbers[path or "/"] = 0.0
-        else:
-            numbers[path or "/"] = abs(float(expected) - float(got))
-    elif expected != got and not (_is_sha256(expected) and _is_sha256(got)):
-        # A file's hash follows its bytes; the file is compared in its own row.
-        other.append(path or "/")
-    return numbers, other
-
-
-def _is_sha256(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def tensor_differences(expected: Path, got: Path) -> tuple[dict[str, float], list[str]]:
-    """Largest absolute difference per tensor of two safetensors files (read without pickle), and
-    the tensors present in one file only or with another shape or dtype."""
-    from safetensors.torch import load_file
-
-    a, b = load_file(str(expected)), load_file(str(got))
-    differences, other = {}, []
-    for name in sorted(set(a) | set(b)):
-        if name not in a or name not in b or a[name].shape != b[name].shape:
-            other.append(name)
-            continue
-        if a[name].dtype != b[name].dtype:
-            other.append(f"{name} (dtype {a[name].dtype} vs {b[name].dtype})")
-            continue
-        if a[name].numel() == 0:
-            differences[name] = 0.0
-            continue
-        delta = (a[name].double() - b[name].double()).abs().max().item()
-        differences[name] = delta
-    return differences, other
-
-
-def table_differences(expected: Path, got: Path) -> tuple[dict[str, float], list[str]]:
-    """Largest absolute difference per numeric column of two parquet tables; other columns must be
-    equal."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import pyarrow.types as pt
-
-    a, b = pq.read_table(expected), pq.read_table(got)
-    if a.schema != b.schema or a.num_rows != b.num_rows:
-        return {}, ["schema or row count"]
-    differences, other = {}, []
-    for name in a.column_names:
-        x, y = a[name], b[name]
-        if pt.is_floating(x.type):
-            delta = pc.max(pc.abs(pc.subtract(x.cast("float64"), y.cast("float64")))).as_py()
-            differences[name] = 0.0 if delta is None else float(delta)
-        elif not x.equals(y):
-            other.append(name)
-    return differences, other
-
-
-def compare_tolerant(row: Row, got: Path, original: Path | None, tolerance: float) -> Row:
-    """Tolerance mode for a row that differs in bytes: weights, JSON records and parquet tables by
-    their numbers (the details list every difference); presentation files are reported only."""
-    if row.ok or not got.is_file():
-        return row
-    suffix = PurePosixPath(row.artifact).suffix
-    if suffix in PRESENTATION_SUFFIXES:
-        row.match, row.ok = "differs (follows from the weights; reported only)", True
-        return row
-    if original is None or not original.is_file() or sha256_file(original) != row.expected:
-        row.match = "NO (no original in the bundle to compare numbers; archive WITH_RESULTS=1)"
-        return row
-    if suffix == ".safetensors":
-        numbers, other = tensor_differences(original, got)
-        unit = "tensor"
-    elif suffix == ".parquet":
-        numbers, other = table_differences(original, got)
-        unit = "column"
-    elif comparison(row.artifact, original) == "json":
-        numbers, other = numeric_differences(
-            comparable(_load_json(original)), comparable(_load_json(got))
-        )
-        unit = "value"
-    elif suffix == ".jsonl":  # training metrics, one JSON object a step
-        numbers, other = numeric_differences(_load_lines(original), _load_lines(got))
-        unit = "value"
-    else:
-        return row
-    worst = max(numbers.values(), default=0.0)
-    row.ok = not other and worst <= tolerance
-    verdict = "within" if row.ok else "NOT within"
-    row.match = f"{verdict} {tolerance:g} (max |diff| {worst:.3g} over {len(numbers)} {unit}s)"
-    differing = [(name, delta) for name, delta in numbers.items() if delta > 0]
-    more = 0
-    if suffix == ".jsonl":  # every step's values: the largest differences only
-        differing = sorted(differing, key=lambda item: -item[1])
-        differing, more = differing[:5], max(0, len(differing) - 5)
-    row.details = [f"{name}: {delta:.3g}" for name, delta in differing]
-    row.details += [f"... and {more} smaller differences"] if more else []
-    row.details += [f"{name}: differs (not a number)" for name in other]
-    return row
 
 
 def format_table(rows: list[Row]) -> str:
