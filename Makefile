@@ -94,7 +94,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # into results/archive/amber-repro-<commit12>[-...].tar.gz: ALLOW_DIRTY=1 takes uncommitted changes (as
 # code.diff), WITH_WHEELS=1 adds the lock's wheels, WITH_IMAGE=1 the Apptainer image, WITH_RESULTS=1
 # every output (for TOLERANCE). `make reproduce ARCHIVE=<bundle> DIR=<new folder>` reruns it there
-# offline and verifies every result; TOLERANCE=1e-3 compares numbers instead of bytes; VENV=<env>
+# offline and verifies every result; TOLERANCE=1e-3 compares numbers instead of bytes (per kind:
+# TOLERANCE=1e-3,scores=5e-3; docs/reproducibility.md); VENV=<env>
 # reuses an environment instead of installing one. Values reach the shell quoted.
 quote = '$(subst ','\'',$(1))'
 enabled = $(filter 1 yes true,$(1))

@@ -46,7 +46,7 @@ from amber_repro.provenance.replay_install import (
     run_logged,
     say,
 )
-from amber_repro.provenance.tolerance import compare_tolerant
+from amber_repro.provenance.tolerance import Tolerances, compare_tolerant, judge_by_inputs
 from amber_repro.provenance.verify import (
     CRATE_NAME,
     Crate,
@@ -202,17 +202,25 @@ def targets_of(files: list[str], outputs: list[str]) -> list[str]:
     return targets
 
 
-def verify_job(job, crate: Crate, target: Path, tolerance: float | None, made: list[str]) -> list:
-    """One row per file the crate says the job made, and one per unexpected file beside them."""
+def verify_job(
+    job, crate: Crate, target: Path, tolerances: Tolerances | None, made: list[str], before: list
+) -> list:
+    """One row per file the crate says the job made, and one per unexpected file beside them.
+    With tolerances, presentation files are judged by the rows they are drawn from: the job's
+    inputs (among `before`, the earlier jobs' rows) and its other results."""
     rows = []
     code_results, originals = target / "code" / "results", target / "results"
     label = job.name + (" (restored)" if job.rule in RESTORED_RULES else "")
     for file_id in job.results:
         got, original = code_results / file_id, originals / file_id
         row = compare_exact(file_id, label, crate.sha256(file_id), got, original)
-        if tolerance is not None and not row.ok:
-            row = compare_tolerant(row, got, original, tolerance)
+        if tolerances is not None and not row.ok:
+            row = compare_tolerant(row, got, original, tolerances)
         rows.append(row)
+    if tolerances is not None:
+        inputs = set(job.inputs)
+        sources = [row for row in before if row.artifact in inputs] + rows
+        rows = [judge_by_inputs(row, sources) for row in rows]
     expected = set(job.results)
     for folder in (target / "code" / t for t in made):
         if not folder.is_dir():
@@ -284,7 +292,7 @@ def replay(args: argparse.Namespace) -> list[Row]:
                 rows.append(Row("(the job)", job.name, None, None, "NO (snakemake failed)", False))
                 raise_diverged(rows, job, where)
             say(f"    {time.monotonic() - start:.0f} s")
-        rows += verify_job(job, crate, target, args.tolerance, made)
+        rows += verify_job(job, crate, target, args.tolerance, made, rows)
         if args.tolerance is None and not all(row.ok for row in rows):
             raise_diverged(rows, job)
     if all(row.ok for row in rows):
@@ -304,14 +312,24 @@ def raise_diverged(rows: list[Row], job, log: Path | None = None) -> None:
     )
 
 
+def tolerance_argument(text: str) -> Tolerances:
+    try:
+        return Tolerances.parse(text)
+    except AmberError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", type=Path, required=True, help="a bundle from `archive`")
     parser.add_argument("--dir", type=Path, required=True, help="a new (or empty) folder")
     parser.add_argument(
         "--tolerance",
-        type=float,
-        help="compare weights (largest |difference| per tensor), tables and eval metrics by "
-        "their numbers instead of stopping at the first byte that differs",
+        type=tolerance_argument,
+        metavar="TOL[,KIND=TOL...]",
+        help="compare numbers instead of stopping at the first byte that differs, with a "
+        "tolerance per kind: weights (per tensor, relative to its largest value), values "
+        "(log-probs, losses, metrics: relative above 1) and scores (eval: absolute); e.g. 1e-3 "
+        "or 1e-3,scores=5e-3",
     )
     parser.add_argument("--venv", type=Path, help="reuse this environment instead of installing")
     parser.add_argument("--python", type=Path, help="reuse this interpreter's environment")
@@ -330,7 +348,7 @@ def main(args: argparse.Namespace) -> None:
     if failed:
         raise Diverged(
             f"{len(failed)} of {len(compared)} compared artifacts differ beyond "
-            f"{args.tolerance:g}; first: {failed[0].artifact} (job {failed[0].job})"
+            f"{args.tolerance}; first: {failed[0].artifact} (job {failed[0].job})"
         )
-    mode = "match" if args.tolerance is None else f"match within {args.tolerance:g}"
+    mode = "match" if args.tolerance is None else f"match within {args.tolerance}"
     print(f"reproduced: all {len(compared)} compared artifacts {mode} ({records} records listed)")

@@ -22,11 +22,8 @@ Verification policy (`comparison`), one rule per kind of file:
             exist in the same folder.
   record    logs/ and benchmarks/ (wall times, progress bars) and the crate itself: must exist,
             not compared.
-In tolerance mode (`compare_tolerant`) weights are compared by the largest difference per tensor
-relative to the tensor's largest value, JSON records, training metrics and parquet tables by the
-absolute difference of each number (hashes of files inside a record are left to those files'
-rows); figures, the eval table and the generations are reported, not judged: they follow from the
-weights.
+Tolerance mode (tolerance.py) compares the numbers of files whose bytes differ, with a tolerance
+per kind of value, and judges figures, tables and generations by what they are drawn from.
 """
 
 from __future__ import annotations
@@ -158,6 +155,7 @@ class Job:
     name: str
     results: list[str] = field(default_factory=list)
     container: str | None = None  # the image it ran in
+    inputs: list[str] = field(default_factory=list)  # the files it read (its `object`)
 
     @property
     def rule(self) -> str:
@@ -191,12 +189,12 @@ class Crate:
         image = next(iter(_refs(action.get("containerImage"))), None)
         container = self.entities.get(image, {}).get("name", image) if image else None
         name = action.get("name", ref.removeprefix("#job-"))
-        return Job(ref, name, self._files(action), container)
+        return Job(ref, name, self._files(action), container, self._files(action, "object"))
 
-    def _files(self, action: dict) -> list[str]:
-        """The File ids of a job's results, datasets (folders) expanded to their parts."""
+    def _files(self, action: dict, key: str = "result") -> list[str]:
+        """The File ids of a job's results (or inputs), datasets (folders) expanded to parts."""
         files: list[str] = []
-        pending = list(_refs(action.get("result")))
+        pending = list(_refs(action.get(key)))
         while pending:
             ref = pending.pop(0)
             entity = self.entities.get(ref, {})
