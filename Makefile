@@ -83,9 +83,13 @@ lint: $(VENV)/.installed
 	snakemake --lint
 	snakefmt --check .
 
+# pip itself at the container's pinned version (one place: containers/amber-repro.def), not the
+# newest the index has today.
+PIP_VERSION := $(shell sed -n 's/^ *PIP_VERSION=//p' containers/amber-repro.def)
+
 $(VENV)/.installed: requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q 'pip==$(PIP_VERSION)'
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@

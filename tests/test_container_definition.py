@@ -269,3 +269,15 @@ def test_conda_environments_pin_the_lock_versions():
         assert path.read_text() == render.render(path.stem, pins), (
             f"{path.name} differs from envs/render.py"
         )
+
+
+def test_the_set_up_pins_pip_as_the_image_does():
+    """`make`'s environment installs the pip version the definition pins, not the newest one."""
+    pinned = Definition().arguments["PIP_VERSION"]
+    assert re.fullmatch(r"\d+(\.\d+)+", pinned), pinned
+    planned = run(["make", "-n", "-B", ".venv/.installed"], cwd=REPO).stdout
+    pip_lines = [
+        line for line in planned.splitlines() if "-m pip install" in line and "pip==" in line
+    ]
+    assert pip_lines == [f".venv/bin/python -m pip install -q 'pip=={pinned}'"], planned
+    assert "--upgrade pip" not in planned
