@@ -98,7 +98,10 @@ def outputs(pipeline) -> dict[str, str]:
 
 
 def files_of(path: Path) -> list[Path]:
-    return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    """An output's files; in a folder, without Snakemake's .snakemake_timestamp."""
+    if not path.is_dir():
+        return [path]
+    return sorted(f for f in path.rglob("*") if f.is_file() and f.name != ".snakemake_timestamp")
 
 
 def check_ro_crate(crate: Crate, root: Path) -> None:
@@ -150,10 +153,14 @@ def test_every_output_is_listed_with_its_sha256_under_the_job_that_made_it(
     results = pipeline.path / "results"
     made_by = {}
     for job in crate.jobs():
-        for file_id in ids(job["result"]):
-            made_by[file_id] = job["name"].split("[")[
-                0
-            ]  # the job's rule: "dpo_experiment[experiment=..."
+        rule = job["name"].split("[")[0]  # the job's rule: "dpo_experiment[experiment=..."
+        for ref in ids(job["result"]):
+            if ref.endswith("/"):  # a folder output: a Dataset of its files
+                assert "Dataset" in types(crate[ref]) and (results / ref).is_dir(), ref
+                made_by |= dict.fromkeys(ids(crate[ref]["hasPart"]), rule)
+            else:
+                made_by[ref] = rule
+    assert made_by.get("ambersafe/sft/model.safetensors") == "sft"
     assert outputs, "Snakemake's summary lists no outputs"
     for output, rule in outputs.items():
         for path in files_of(pipeline.path / output):
@@ -170,6 +177,8 @@ def test_every_output_is_listed_with_its_sha256_under_the_job_that_made_it(
     assert listed - logs - expected == set(ids(crate["./"]["mainEntity"]))
     assert logs and all(crate[i]["sha256"] == sha256(results / i) for i in logs)
     assert not any(".state/" in i for i in listed)
+    assert (results / "ambersafe/sft/.snakemake_timestamp").is_file()  # there, and not listed
+    assert not any(i.endswith(".snakemake_timestamp") for i in listed)
 
 
 def test_the_run_records_commit_config_and_lock(pipeline, crate):

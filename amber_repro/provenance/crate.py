@@ -5,10 +5,11 @@ Crate 0.5 and Workflow RO-Crate 1.0 on RO-Crate 1.1) that describes results/ in 
 What other code relies on:
   - the crate root is results/; a File's @id is its path relative to results/, with `sha256` (hex)
     and `contentSize` (bytes, a string as schema.org has it);
-  - one CreateAction per job, @id "#job-<job>": `object` its inputs, `result` its output files
-    (folders expanded), `additionalProperty` its command line, software versions, GPU numerics
-    (`kernels`: TF32, deterministic), seed and run context as PropertyValues (read from the JSON
-    record the stage wrote beside its outputs);
+  - one CreateAction per job, @id "#job-<job>": `object` its input files, `result` its outputs
+    (a file as its File, a folder as a Dataset "<folder>/" whose hasPart are its files, without
+    Snakemake's .snakemake_timestamp), `additionalProperty` its command line, software versions,
+    GPU numerics (`kernels`: TF32, deterministic), seed and run context as PropertyValues (read
+    from the JSON record the stage wrote beside its outputs);
   - the workflow run, "#run": `instrument` the Snakefile (the root's mainEntity), `object` the
     resolved config (PropertyValue "config", a JSON string) and the data and base-model sources,
     `additionalProperty` "config_sha256", "git_commit", "git_dirty", "git_diff_sha256",
@@ -19,13 +20,10 @@ What other code relies on:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import mimetypes
 import os
 import shlex
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 from rocrate.model.contextentity import ContextEntity
@@ -33,7 +31,14 @@ from rocrate.rocrate import ROCrate
 
 from amber_repro import __version__
 from amber_repro.errors import AmberError
-from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.crate_files import (
+    add_file,
+    add_files,
+    add_outputs,
+    expand,
+    modified_at,
+    sha256_of,
+)
 from amber_repro.provenance.run_context import (
     REPO_DIR,
     config_sha256,
@@ -58,61 +63,6 @@ BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_re
 # trained from the Amber folder (downloaded, or tiny and built here).
 CHAT_MODEL_DIR = "amberchat/model"
 AMBER_SOURCES = ["amberchat/amber/amber_repro_source.json", "amberchat/amber/amber_repro.json"]
-FORMATS = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl"}
-FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
-
-
-# --- files ----------------------------------------------------------------------------------------
-
-
-@functools.cache
-def sha256_of(path: Path) -> str:
-    """Each file is read once, however many jobs name it (a .sif image included)."""
-    return sha256_file(path)
-
-
-def expand(paths: list[str], missing_ok: bool = True) -> list[Path]:
-    """The files of a job's paths, folders expanded recursively."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(f for f in path.rglob("*") if f.is_file())
-        elif path.is_file():
-            files.append(path)
-        elif not missing_ok:
-            raise AmberError(f"{path}: an output of the DAG is missing; run the workflow first")
-    return files
-
-
-def crate_id(path: Path, results: Path) -> str | None:
-    """`path` relative to results/ (the crate root), or None for a file outside it."""
-    relative = Path(os.path.relpath(path.absolute(), results.absolute()))
-    return None if relative.parts[0] == ".." else relative.as_posix()
-
-
-def add_file(crate, path: Path, results: Path, properties: dict | None = None):
-    """The File entity of one file under results/ (added once), with its sha256 and size."""
-    identifier = crate_id(path, results)
-    if identifier is None:
-        return None
-    if crate.get(identifier) is None:
-        facts = {"sha256": sha256_of(path), "contentSize": str(path.stat().st_size)}
-        guessed = mimetypes.guess_type(path.name)[0]
-        facts["encodingFormat"] = FORMATS.get(path.suffix) or guessed or "application/octet-stream"
-        crate.add_file(dest_path=identifier, properties={**facts, **(properties or {})})
-    return crate.get(identifier)
-
-
-def add_files(crate, files: list[Path], results: Path) -> list:
-    """The File entities of those files that lie under results/."""
-    return [f for f in (add_file(crate, path, results) for path in files) if f is not None]
-
-
-def modified_at(files: list[Path]) -> str | None:
-    if not files:
-        return None
-    newest = max(f.stat().st_mtime for f in files)
-    return datetime.fromtimestamp(newest, UTC).replace(microsecond=0).isoformat()
 
 
 # --- what the stages recorded ---------------------------------------------------------------------
@@ -230,7 +180,7 @@ def add_job(crate, job: dict, results: Path, sources: dict):
         description=f"Snakemake job {job['job']} of rule {job['rule']}",
         instrument=rule,
         object=inputs,
-        result=add_files(crate, outputs, results),
+        result=add_outputs(crate, job["outputs"], results),
         endTime=modified_at(outputs),
         containerImage=container_image(crate, job.get("container")),
         additionalProperty=property_values(crate, identifier, job_facts(job_records(outputs))),

@@ -22,8 +22,6 @@ from pathlib import Path
 from amber_repro.provenance.model_files import DamagedOutputError, problem, snakemake_target
 from amber_repro.provenance.verify import CRATE_NAME, Crate, Job, VerifyError
 
-TIMESTAMP = ".snakemake_timestamp"  # Snakemake's marker in a directory() output
-
 
 @dataclass
 class Damage:
@@ -39,10 +37,9 @@ class Damage:
     @property
     def target(self) -> str:
         """What to rebuild: the job's output folder holding the file, or the file itself."""
-        for ref in self.job.results:
-            folder = ref.removesuffix(f"/{TIMESTAMP}")
-            if ref.endswith(f"/{TIMESTAMP}") and self.file.startswith(f"{folder}/"):
-                return folder
+        for folder in self.job.folders:  # the crate's Datasets among the job's results
+            if self.file.startswith(folder):
+                return folder.rstrip("/")
         return self.file
 
 

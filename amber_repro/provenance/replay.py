@@ -49,6 +49,7 @@ from amber_repro.provenance.replay_install import (
 from amber_repro.provenance.tolerance import Tolerances, compare_tolerant, judge_by_inputs
 from amber_repro.provenance.verify import (
     CRATE_NAME,
+    SNAKEMAKE_BOOKKEEPING,
     Crate,
     Row,
     compare_exact,
@@ -227,6 +228,8 @@ def verify_job(
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             file_id = path.relative_to(code_results).as_posix()
+            if path.name in SNAKEMAKE_BOOKKEEPING:
+                continue
             if file_id not in expected and not is_record(file_id):
                 sha = sha256_file(path)
                 rows.append(Row(file_id, label, None, sha, "NO (not in the crate)", False))

@@ -50,6 +50,9 @@ RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
 # compared, the file itself is, in its own row.
 MEASURED_FILES = {*RECORD_NAMES, "README.md"}
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the rest of the name: time, host, pid
+# Snakemake's own bookkeeping inside output folders (the time it marked a folder complete): not an
+# output of any stage, so neither listed in the crate nor compared.
+SNAKEMAKE_BOOKKEEPING = frozenset({".snakemake_timestamp"})
 # Files that follow from the weights and are meant for people; tolerance mode reports them only.
 PRESENTATION_SUFFIXES = (".md", ".png", ".html")
 
@@ -156,6 +159,7 @@ class Job:
     results: list[str] = field(default_factory=list)
     container: str | None = None  # the image it ran in
     inputs: list[str] = field(default_factory=list)  # the files it read (its `object`)
+    folders: list[str] = field(default_factory=list)  # its directory() outputs, "<folder>/"
 
     @property
     def rule(self) -> str:
@@ -189,7 +193,9 @@ class Crate:
         image = next(iter(_refs(action.get("containerImage"))), None)
         container = self.entities.get(image, {}).get("name", image) if image else None
         name = action.get("name", ref.removeprefix("#job-"))
-        return Job(ref, name, self._files(action), container, self._files(action, "object"))
+        folders = [r for r in _refs(action.get("result")) if r.endswith("/")]
+        inputs = self._files(action, "object")
+        return Job(ref, name, self._files(action), container, inputs, folders)
 
     def _files(self, action: dict, key: str = "result") -> list[str]:
         """The File ids of a job's results (or inputs), datasets (folders) expanded to parts."""

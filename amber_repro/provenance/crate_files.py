@@ -1,0 +1,87 @@
+"""The files of a crate (amber_repro/provenance/crate.py): File entities with sha256, size and
+format, a job's outputs (a folder as a Dataset of its files), modification times."""
+
+from __future__ import annotations
+
+import functools
+import mimetypes
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from amber_repro.errors import AmberError
+from amber_repro.provenance.hashing import sha256_file
+from amber_repro.provenance.verify import SNAKEMAKE_BOOKKEEPING
+
+FORMATS = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl"}
+FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
+
+
+@functools.cache
+def sha256_of(path: Path) -> str:
+    """Each file is read once, however many jobs name it (a .sif image included)."""
+    return sha256_file(path)
+
+
+def expand(paths: list[str], missing_ok: bool = True) -> list[Path]:
+    """The files of a job's paths, folders expanded recursively (without Snakemake's own
+    bookkeeping in them)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = path.rglob("*")
+            files += sorted(f for f in found if f.is_file() and f.name not in SNAKEMAKE_BOOKKEEPING)
+        elif path.is_file():
+            files.append(path)
+        elif not missing_ok:
+            raise AmberError(f"{path}: an output of the DAG is missing; run the workflow first")
+    return files
+
+
+def crate_id(path: Path, results: Path) -> str | None:
+    """`path` relative to results/ (the crate root), or None for a file outside it."""
+    relative = Path(os.path.relpath(path.absolute(), results.absolute()))
+    return None if relative.parts[0] == ".." else relative.as_posix()
+
+
+def add_file(crate, path: Path, results: Path, properties: dict | None = None):
+    """The File entity of one file under results/ (added once), with its sha256 and size."""
+    identifier = crate_id(path, results)
+    if identifier is None:
+        return None
+    if crate.get(identifier) is None:
+        facts = {"sha256": sha256_of(path), "contentSize": str(path.stat().st_size)}
+        guessed = mimetypes.guess_type(path.name)[0]
+        facts["encodingFormat"] = FORMATS.get(path.suffix) or guessed or "application/octet-stream"
+        crate.add_file(dest_path=identifier, properties={**facts, **(properties or {})})
+    return crate.get(identifier)
+
+
+def add_files(crate, files: list[Path], results: Path) -> list:
+    """The File entities of those files that lie under results/."""
+    return [f for f in (add_file(crate, path, results) for path in files) if f is not None]
+
+
+def add_outputs(crate, paths: list[str], results: Path) -> list:
+    """A job's outputs under results/: a file as its File; a folder (a directory() output) as a
+    Dataset "<folder>/" whose hasPart are its files."""
+    entities = []
+    for path in map(Path, paths):
+        identifier = crate_id(path, results)
+        if identifier is None:
+            continue
+        if not path.is_dir():
+            entities += add_files(crate, [path], results)
+            continue
+        parts = add_files(crate, expand([str(path)]), results)
+        folder = crate.get(f"{identifier}/") or crate.add_dataset(dest_path=f"{identifier}/")
+        folder["hasPart"] = parts
+        entities.append(folder)
+    return entities
+
+
+def modified_at(files: list[Path]) -> str | None:
+    if not files:
+        return None
+    newest = max(f.stat().st_mtime for f in files)
+    return datetime.fromtimestamp(newest, UTC).replace(microsecond=0).isoformat()
