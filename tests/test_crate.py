@@ -104,6 +104,14 @@ def files_of(path: Path) -> list[Path]:
     return sorted(f for f in path.rglob("*") if f.is_file() and f.name != ".snakemake_timestamp")
 
 
+def result_files(crate: Crate, job: dict) -> list[str]:
+    """The file ids a job made: its File results, and the parts of its Dataset (folder) results."""
+    files = []
+    for ref in ids(job["result"]):
+        files += ids(crate[ref]["hasPart"]) if ref.endswith("/") else [ref]
+    return files
+
+
 def check_ro_crate(crate: Crate, root: Path) -> None:
     """RO-Crate 1.1 and Workflow Run Crate 0.5 requirements (the MUSTs a crate can break)."""
     assert f"{RO_CRATE}/context" in as_list(crate.json["@context"])
@@ -157,9 +165,7 @@ def test_every_output_is_listed_with_its_sha256_under_the_job_that_made_it(
         for ref in ids(job["result"]):
             if ref.endswith("/"):  # a folder output: a Dataset of its files
                 assert "Dataset" in types(crate[ref]) and (results / ref).is_dir(), ref
-                made_by |= dict.fromkeys(ids(crate[ref]["hasPart"]), rule)
-            else:
-                made_by[ref] = rule
+        made_by |= dict.fromkeys(result_files(crate, job), rule)
     assert made_by.get("ambersafe/sft/model.safetensors") == "sft"
     assert outputs, "Snakemake's summary lists no outputs"
     for output, rule in outputs.items():
@@ -208,7 +214,8 @@ def test_jobs_are_mentioned_in_dag_order_with_their_commands(pipeline, crate, ou
     assert all(j["@id"] == f"#job-{j['name']}" for j in jobs)
     assert {j["name"].split("[")[0] for j in jobs} == set(outputs.values())
     # Each job comes after the jobs that made its inputs.
-    position = {f: i for i, job in enumerate(jobs) for f in ids(job["result"])}
+    position = {f: i for i, job in enumerate(jobs) for f in result_files(crate, job)}
+    assert position["ambersafe/sft/model.safetensors"] < position["ambersafe/dpo/model.safetensors"]
     for i, job in enumerate(jobs):
         assert all(position.get(f, -1) < i for f in ids(job.get("object"))), job["name"]
     # Command lines, software versions and seeds from the stages' records.
@@ -218,6 +225,11 @@ def test_jobs_are_mentioned_in_dag_order_with_their_commands(pipeline, crate, ou
     assert recorded["command"] == shlex.join(record["command"])
     assert json.loads(recorded["software"]) == record["software"]
     assert recorded["seed"] == record["settings"]["seed"]
+    # The safety judge's record is verdicts.json.
+    verdicts = json.loads((pipeline.path / "results/ambersafe/safety/verdicts.json").read_text())
+    judge = crate.job_properties(crate["#job-safety_judge"])
+    assert judge["command"] == shlex.join(verdicts["command"])
+    assert json.loads(judge["software"]) == verdicts["software"]
 
 
 def test_the_crate_is_rebuilt_the_same_and_quickly(pipeline, crate, tmp_path):

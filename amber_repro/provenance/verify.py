@@ -45,7 +45,7 @@ MEASURED_BLOCKS = ("timing", "speed")
 MEASURED_KEY = re.compile(r"(seconds|/s|_per_second)$")
 # The records stages write beside their outputs (each with "command", "software", "run", ...).
 RECORD_NAMES = {"source.json", "manifest.json", "amber_repro.json", "amber_repro_source.json"}
-RECORD_NAMES |= {"eval.json", "eval_datasets.json"}
+RECORD_NAMES |= {"eval.json", "eval_datasets.json", "verdicts.json"}
 # Files whose bytes hold measurements (the records, the model cards): no record's hash of one is
 # compared, the file itself is, in its own row.
 MEASURED_FILES = {*RECORD_NAMES, "README.md"}
