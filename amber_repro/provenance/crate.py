@@ -39,6 +39,7 @@ from amber_repro.provenance.crate_files import (
     modified_at,
     sha256_of,
 )
+from amber_repro.provenance.job_metadata import job_metadata
 from amber_repro.provenance.run_context import (
     REPO_DIR,
     config_sha256,
@@ -56,6 +57,7 @@ PROFILES = {
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
 }
 SNAKEMAKE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
+COMPLETED = "http://schema.org/CompletedActionStatus"
 RAW_DIR = "raw/pku-saferlhf"
 DATA_SOURCE = f"{RAW_DIR}/source.json"
 BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_repro.json"]
@@ -164,7 +166,8 @@ def source_entities(crate, data: dict, model: dict) -> dict:
 
 
 def add_job(crate, job: dict, results: Path, sources: dict):
-    """The CreateAction of one job: inputs, outputs (folders expanded), log, image, records."""
+    """The CreateAction of one job: inputs, outputs (a folder as a Dataset), start and end, status,
+    log, image, and what its records (or Snakemake's) say."""
     name, version = f"rule {job['rule']}", __version__  # the version of amber_repro
     rule = entity(crate, f"#rule-{job['rule']}", "SoftwareApplication", name=name, version=version)
     identifier = f"#job-{job['job']}"
@@ -172,6 +175,13 @@ def add_job(crate, job: dict, results: Path, sources: dict):
     inputs = add_files(crate, expand(job["inputs"]), results)
     if not inputs and job["rule"] in sources:  # a download's input: the hub repository
         inputs = [sources[job["rule"]]]
+    # Snakemake's record of the job: its times, whether it completed, and its shell command, the
+    # command of a stage that writes no record of its own (generate, safety answers, figures).
+    ran = job_metadata(results.resolve().parent, job["outputs"][0]) if job["outputs"] else {}
+    facts = job_facts(job_records(outputs))
+    if "command" not in facts and "command" in ran:
+        facts["command"] = ran["command"]
+    completed = {"@id": COMPLETED} if ran.get("completed") else None
     action = entity(
         crate,
         identifier,
@@ -181,9 +191,11 @@ def add_job(crate, job: dict, results: Path, sources: dict):
         instrument=rule,
         object=inputs,
         result=add_outputs(crate, job["outputs"], results),
-        endTime=modified_at(outputs),
+        startTime=ran.get("startTime"),
+        endTime=ran.get("endTime") or modified_at(outputs),
+        actionStatus=completed,
         containerImage=container_image(crate, job.get("container")),
-        additionalProperty=property_values(crate, identifier, job_facts(job_records(outputs))),
+        additionalProperty=property_values(crate, identifier, facts),
     )
     for kind in ("log", "benchmark"):  # a finished job's log (and benchmark, when the table has it)
         if job.get(kind) and Path(job[kind]).is_file():
