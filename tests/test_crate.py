@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -393,34 +392,3 @@ def test_jobs_are_put_after_the_jobs_making_their_inputs():
     assert order == ["synthesize_chat_data", "build_tiny_amber", "chat_data", "synthesize_data"]
     with pytest.raises(ValueError, match="cycle"):
         dag_order([job("x", ["b"], ["a"]), job("y", ["a"], ["b"])])
-
-
-def test_snakemakes_record_of_a_job_is_read_where_snakemake_writes_it(tmp_path):
-    """.snakemake/metadata/<urlsafe base64 of the output>, cut into folders of NAME_MAX - 1
-    characters ("@" before all but the last) when longer; "incomplete" gives the status."""
-    from base64 import urlsafe_b64encode
-
-    from amber_repro.provenance.job_metadata import job_metadata, metadata_path
-
-    folder = tmp_path / ".snakemake" / "metadata"
-    folder.mkdir(parents=True)
-    output = "results/" + "~" * 300 + "/model"  # "~~~" encodes to "fn5-": urlsafe, not "fn5+"
-    encoded = urlsafe_b64encode(output.encode()).decode()
-    assert "-" in encoded and len(encoded) > 255
-    limit = os.pathconf(folder, "PC_NAME_MAX")
-    path = metadata_path(tmp_path, output)
-    assert path.relative_to(folder).parts == ("@" + encoded[: limit - 1], encoded[limit - 1 :])
-    path.parent.mkdir(parents=True)
-    record = {"shellcmd": "python -m amber_repro plots ...", "incomplete": False}
-    path.write_text(json.dumps(record | {"starttime": 1796426253.19, "endtime": 1796426255.93}))
-    assert job_metadata(tmp_path, output) == {
-        "command": "python -m amber_repro plots ...",
-        "startTime": "2026-12-04T23:17:33+00:00",
-        "endTime": "2026-12-04T23:17:35+00:00",
-        "completed": True,
-    }
-    path.write_text(json.dumps({"incomplete": True}))
-    assert job_metadata(tmp_path, output) == {"completed": False}
-    path.write_text("not json")
-    assert job_metadata(tmp_path, output) == {}
-    assert job_metadata(tmp_path, "results/never-made") == {}

@@ -228,7 +228,6 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
     bundle.add_file(f"results/{CRATE_NAME}", results / CRATE_NAME)
 
     included.update(inputs=inputs, expected_results=expected, wheels=None, image=None)
-    included["with_results"] = args.with_results
     if args.with_wheels:
         names = wheelhouse(lock, scratch / "wheels")
         bundle.add_tree("wheels", scratch / "wheels")
@@ -285,7 +284,7 @@ def finish(args, bundle, state, crate, included, restore, warnings) -> tuple[Pat
         "members": bundle.sha256,
     }
     manifest[DIGEST_KEY] = manifest_digest(manifest)
-    out = Path(args.out_dir) / bundle_name(state, included)
+    out = Path(args.out_dir) / bundle_name(state, args)
     # Written beside its final name first: a bundle already there is never overwritten, and one
     # with the same bytes (the same run archived again) is kept as it is.
     candidate = out.with_name(f".{out.name}.new")

@@ -4,6 +4,7 @@ run twice gives the same bytes."""
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import io
@@ -80,13 +81,12 @@ class Bundle:
                     tar.addfile(info, io.BytesIO(content) if content is not None else None)
 
 
-def bundle_name(state: dict, included: dict) -> str:
-    """amber-repro-<commit12>[-dirty-<diff8>][-wheels][-image][-results].tar.gz: bundles of one
-    commit but another tree or other parts never share a name."""
+def bundle_name(state: dict, args: argparse.Namespace) -> str:
+    """amber-repro-<commit12>[-dirty-<diff8>][-wheels][-image][-results].tar.gz, from the tree's
+    state and the archive's --with-* flags: bundles of one commit but another tree or other parts
+    never share a name."""
     parts = ["amber-repro", state["commit"][:12]]
     if state["dirty"]:
         parts += ["dirty", state["diff_sha256"][:8]]
-    parts += [kind for kind in ("wheels", "image") if included[kind]]
-    if included["with_results"]:
-        parts.append("results")
+    parts += [kind for kind in ("wheels", "image", "results") if getattr(args, f"with_{kind}")]
     return "-".join(parts) + ".tar.gz"

@@ -266,27 +266,32 @@ def compare_exact(
 ) -> Row:
     """One artifact of a replay against the crate: byte equality, or a JSON record's comparable
     content (the original from the bundle), or listed only (a record)."""
-    got_sha = sha256_file(got) if got.is_file() else None
     kind = comparison(artifact, original)
     if kind == "presence":  # the replay's file has its own name: time, host, pid
-        found = sorted(got.parent.glob(TENSORBOARD_EVENTS)) if got.parent.is_dir() else []
+        found = sorted(got.parent.glob(TENSORBOARD_EVENTS))
         if not found:
             return Row(artifact, job, expected_sha, None, "NO (missing)", False)
         return Row(
             artifact, job, expected_sha, sha256_file(found[0]), "present (named by time)", True
         )
+    got_sha = sha256_file(got) if got.is_file() else None
     if got_sha is None:
         return Row(artifact, job, expected_sha, None, "NO (missing)", False)
     if kind == "record":
         return Row(artifact, job, expected_sha, got_sha, RECORD, True)
     if got_sha == expected_sha:
         return Row(artifact, job, expected_sha, got_sha, "yes", True)
-    has_original = original is not None and original.is_file()
-    if has_original and sha256_file(original) == expected_sha and kind == "card":
+    same_original = (
+        kind in ("card", "json")
+        and original is not None
+        and original.is_file()
+        and sha256_file(original) == expected_sha
+    )
+    if same_original and kind == "card":
         if card_text(original) != card_text(got):
             return Row(artifact, job, expected_sha, got_sha, "NO", False)
         return Row(artifact, job, expected_sha, got_sha, "yes (without measured rows)", True)
-    if kind == "json" and has_original and sha256_file(original) == expected_sha:
+    if same_original:  # a stage record
         before, after = load_json(original), load_json(got)
         if not isinstance(after, dict) or comparable(before) != comparable(after):
             return Row(artifact, job, expected_sha, got_sha, "NO", False)
