@@ -23,12 +23,12 @@ run: $(VENV)/.installed
 # its fixtures are built once; files start in the order tests/conftest.py gives, longest first), with
 # the 25 slowest tests listed so that growth shows. docs/testing.md says how the suite is organised.
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed $(FASTCHAT_VENV)/.installed system-packages
+test: $(VENV)/.dev-installed $(FASTCHAT_VENV)/.installed system-packages
 	python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # The inner loop: the tests that start no Snakemake, SLURM or training process (markers in
 # tests/conftest.py and pyproject.toml), in about 2 minutes.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.dev-installed
 	python -m pytest -q -m "not slow and not slurm and not integration" --durations=10
 
 # Peer benchmark: our DPO stage against TRL's DPOTrainer on the same work (bench/peer_trl_dpo.py
@@ -77,7 +77,7 @@ system-packages:
 	fi
 
 # Style and static checks (CI runs them before the tests); `ruff format .` and `snakefmt .` fix most.
-lint: $(VENV)/.installed
+lint: $(VENV)/.dev-installed
 	ruff check .
 	ruff format --check .
 	snakemake --lint
@@ -87,11 +87,17 @@ lint: $(VENV)/.installed
 # newest the index has today.
 PIP_VERSION := $(shell sed -n 's/^ *PIP_VERSION=//p' containers/amber-repro.def)
 
+# The run's lock, every file checked against its sha256 (--require-hashes), then the package itself.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q 'pip==$(PIP_VERSION)'
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# The development tools (tests, linters, the crate validator) on top: their own lock, hashed too.
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
 	touch $@
 
 # Archival (amber_repro/provenance/archive.py, amber_repro/provenance/replay.py). `make archive` bundles a finished run
@@ -121,12 +127,13 @@ reproduce: $(VENV)/.installed
 	  $(if $(TOLERANCE),--tolerance $(call quote,$(TOLERANCE))) \
 	  $(if $(filter command line environment,$(origin VENV)),--venv $(call quote,$(VENV)))
 
-# Re-resolve the pins in pyproject.toml into requirements.lock and the conda env files.
+# Re-resolve the pins in pyproject.toml (the run's and the dev extra's together, so that they agree)
+# into requirements.lock and requirements-dev.lock, with hashes (envs/lock.py), and the conda env files.
 lock:
 	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q 'pip==$(PIP_VERSION)'
 	.lock-venv/bin/python -m pip install -q -e '.[dev]'
-	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable \
-	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
+	.lock-venv/bin/python -m pip freeze --all --exclude-editable > .lock-venv/freeze.txt
+	cd envs && ../.lock-venv/bin/python lock.py ../.lock-venv/freeze.txt
 	.lock-venv/bin/python envs/render.py
 	rm -rf .lock-venv

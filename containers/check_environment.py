@@ -28,10 +28,11 @@ CUDA_TORCH_EXTRAS = ("nvidia-", "triton")
 
 
 def read_lock(path: Path) -> dict[str, str]:
+    """The lock's pins; the `--hash=` lines after each, and its continuation backslash, skipped."""
     pins = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = line.strip().removesuffix("\\").strip()
+        if not line or line.startswith(("#", "--hash=")):
             continue
         name, sep, version = line.partition("==")
         if not sep or not name or not version:
@@ -67,7 +68,9 @@ def problems(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lock", type=Path)
+    parser.add_argument(
+        "locks", type=Path, nargs="+", metavar="LOCK", help="the lock(s) the environment holds"
+    )
     parser.add_argument("--torch-local", help="local build tag torch must carry, e.g. cu126")
     parser.add_argument(
         "--allow",
@@ -77,18 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a package that may be installed besides the lock (repeatable)",
     )
     args = parser.parse_args(argv)
-    lock = read_lock(args.lock)
+    lock = {name: v for path in args.locks for name, v in read_lock(path).items()}
+    names = " and ".join(map(str, args.locks))
     found = problems(
         lock, installed_versions(), args.torch_local, {canonical(n) for n in args.allow}
     )
     for line in found:
         print(line, file=sys.stderr)
     if found:
-        print(
-            f"the environment differs from {args.lock} ({len(found)} problem(s))", file=sys.stderr
-        )
+        print(f"the environment differs from {names} ({len(found)} problem(s))", file=sys.stderr)
         return 1
-    print(f"the environment matches {args.lock}: {len(lock)} packages")
+    print(f"the environment matches {names}: {len(lock)} packages")
     return 0
 
 

@@ -51,31 +51,38 @@ CONCERNS = {
 
 
 def read_lock(path: Path) -> dict[str, str]:
+    """name -> version of a lock's (or `pip freeze`'s) `name==version` lines; the lines of hashes
+    that follow a pin, and its continuation backslash, are skipped."""
     pins = {}
     for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
+        line = line.strip().removesuffix("\\").strip()
+        if line and not line.startswith(("#", "--")):
             name, version = line.split("==")
             pins[canonical(name)] = version
     return pins
 
 
 def closure(roots: list[str], pins: dict[str, str]) -> set[str]:
-    """Every locked package that `roots` need, following installed metadata (extras excluded)."""
-    seen, todo = set(), [canonical(r) for r in roots]
+    """Every locked package that `roots` need, following installed metadata: a requirement's own
+    dependencies, and those of the extras it asks for (typepy[datetime] needs pytz), not those of
+    extras nobody asks for."""
+    seen: set[tuple[str, str]] = set()
+    todo = [(canonical(r), "") for r in roots]
     while todo:
-        name = todo.pop()
-        if name in seen or name not in pins:
+        name, extra = todo.pop()
+        if (name, extra) in seen or name not in pins:
             continue
-        seen.add(name)
+        seen.add((name, extra))
         try:
             needs = requires(name) or []
         except PackageNotFoundError:
             continue
         for spec in needs:
             requirement = Requirement(spec)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(canonical(requirement.name))
-    return seen
+            if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+                wanted = canonical(requirement.name)
+                todo += [(wanted, "")] + [(wanted, e) for e in sorted(requirement.extras)]
+    return {name for name, _ in seen}
 
 
 def render(concern: str, pins: dict[str, str]) -> str:

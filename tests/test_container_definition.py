@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import yaml
 from conftest import REPO
@@ -22,6 +23,7 @@ from amber_repro.__main__ import STAGES
 
 DEFINITION = REPO / "containers" / "amber-repro.def"
 LOCK = REPO / "requirements.lock"
+DEV_LOCK = REPO / "requirements-dev.lock"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^=\s;@]+)$")
 
 
@@ -29,13 +31,22 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_pins() -> dict[str, str]:
-    lines = [
-        line for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")
+HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+
+
+def lock_pins(lock: Path = LOCK) -> dict[str, str]:
+    """The lock's pins; every pin must carry at least one sha256 (pip's --require-hashes)."""
+    lines = [line.strip().removesuffix("\\").strip() for line in lock.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    bad = [line for line in lines if not (PIN.match(line) or HASH.match(line))]
+    assert not bad, f"{lock.name} lines that are neither name==version nor --hash: {bad}"
+    unhashed = [
+        line
+        for line, following in zip(lines, [*lines[1:], ""], strict=True)
+        if PIN.match(line) and not HASH.match(following)
     ]
-    bad = [line for line in lines if not PIN.match(line)]
-    assert not bad, f"requirements.lock lines that are not name==version: {bad}"
-    return {canonical(PIN.match(line).group(1)): PIN.match(line).group(2) for line in lines}
+    assert not unhashed, f"{lock.name} pins without a hash: {unhashed}"
+    return {canonical(m.group(1)): m.group(2) for m in map(PIN.match, lines) if m}
 
 
 class Definition:
@@ -123,7 +134,7 @@ def test_definition_installs_exactly_the_lock():
     # index.
     assert (
         definition.post_vars["TORCH_VERSION"]
-        == """$(sed -n 's/^torch==//p' "/opt/amber-repro/requirements.lock")"""
+        == """$(sed -n 's/^torch==\\([^ ]*\\).*/\\1/p' "/opt/amber-repro/requirements.lock")"""
     )
     index_installs = [line for line in definition.post if "--index-url" in line]
     assert index_installs and all(
@@ -221,25 +232,26 @@ def test_the_environment_check_accepts_the_lock_and_names_every_difference(tmp_p
     here on the project's own environment (the lock, torch as its CPU build)."""
     check = [sys.executable, str(REPO / "containers" / "check_environment.py")]
     extras = ["--allow", "setuptools", "--allow", "wheel"]  # what `python -m venv` adds here
+    locks = [str(LOCK), str(DEV_LOCK)]  # this environment holds the development tools too
     ok = subprocess.run(
-        [*check, str(LOCK), "--torch-local", "cpu", *extras], capture_output=True, text=True
+        [*check, *locks, "--torch-local", "cpu", *extras], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
-    assert f"{len(lock_pins())} packages" in ok.stdout
+    assert f"{len(lock_pins()) + len(lock_pins(DEV_LOCK))} packages" in ok.stdout
 
     drifted = tmp_path / "requirements.lock"
-    text = LOCK.read_text().replace(f"numpy=={lock_pins()['numpy']}\n", "numpy==1.0.0\n")
+    text = LOCK.read_text().replace(f"numpy=={lock_pins()['numpy']} \\", "numpy==1.0.0 \\")
     drifted.write_text(text + "not-installed-package==1.2.3\n")
-    bad = subprocess.run(
+    bad = subprocess.run(  # without the dev lock: its packages are installed, not locked
         [*check, str(drifted), "--torch-local", "cpu"], capture_output=True, text=True
     )
     assert bad.returncode == 1
     assert f"numpy: locked 1.0.0, installed {lock_pins()['numpy']}" in bad.stderr
     assert "not-installed-package: locked 1.2.3, not installed" in bad.stderr
-    assert "setuptools: installed" in bad.stderr and "not in the lock" in bad.stderr
+    assert f"pytest: installed {lock_pins(DEV_LOCK)['pytest']}, not in the lock" in bad.stderr
     # torch must be the lock's release built for the named target (the image: the CUDA build).
     cuda = subprocess.run(
-        [*check, str(LOCK), "--torch-local", "cu126", *extras], capture_output=True, text=True
+        [*check, *locks, "--torch-local", "cu126", *extras], capture_output=True, text=True
     )
     assert (
         cuda.returncode == 1
@@ -281,3 +293,28 @@ def test_the_set_up_pins_pip_as_the_image_does():
     ]
     assert pip_lines == [f".venv/bin/python -m pip install -q 'pip=={pinned}'"], planned
     assert "--upgrade pip" not in planned
+
+
+def test_the_set_up_installs_each_lock_with_its_hashes():
+    """`make run`'s environment is requirements.lock with --require-hashes; `make test`'s adds the
+    development tools from their own lock, hashed too; neither lock names a package twice."""
+    planned = run(["make", "-n", "-B", ".venv/.dev-installed"], cwd=REPO).stdout
+    installs = [line for line in planned.splitlines() if " -r requirements" in line]
+    assert installs == [
+        ".venv/bin/python -m pip install -q --require-hashes -r requirements.lock",
+        ".venv/bin/python -m pip install -q --require-hashes -r requirements-dev.lock",
+    ], planned
+    run_pins, dev_pins = lock_pins(), lock_pins(DEV_LOCK)  # each pin hashed (lock_pins checks)
+    assert not set(run_pins) & set(dev_pins)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    tools = {
+        canonical(PIN.match(p).group(1)) if PIN.match(p) else canonical(p) for p in extras["dev"]
+    }
+    assert tools <= set(dev_pins), tools - set(dev_pins)
+    assert {"torch", "snakemake", "rocrate", "setuptools"} <= set(run_pins)
+    # torch is hashed as the CPU build this set-up installs: one hash, not PyPI's CUDA builds.
+    text = LOCK.read_text()
+    torch = text[text.index("torch==") :].split("\n")
+    assert torch[1].strip().startswith("--hash=sha256:") and not torch[1].endswith("\\")
