@@ -54,6 +54,11 @@ def dag_jobs():
                 {
                     "job": f"{step.name}[{label}]" if label else step.name,
                     "rule": step.name,
+                    # The rule's file, relative to the workflow's folder (the crate's tool url).
+                    "snakefile": Path(step.snakefile)
+                    .resolve()
+                    .relative_to(REPO_DIR.resolve())
+                    .as_posix(),
                     # Snakemake's own expansion of the rule for these wildcards.
                     "inputs": not_code(step.expand_input(wildcards)[0]),
                     "outputs": not_code(step.expand_output(wildcards)[0]),

@@ -76,3 +76,36 @@ def test_a_stages_code_inputs_follow_an_edit_made_in_the_same_process(tmp_path):
     os.utime(stage, ns=(stage.stat().st_atime_ns, stage.stat().st_mtime_ns + 1_000_000))
     assert str(package / "c.py") in stage_files(package, "amber_repro.a")
     assert str(package / "b.py") not in stage_files(package, "amber_repro.a")
+
+
+def test_jobs_are_put_after_the_jobs_making_their_inputs():
+    """The crate's job order is the DAG's even where the rule files' order is not: chat_data reads
+    the Amber folder that build_tiny_amber, defined after it, makes."""
+    from amber_repro.provenance.crate import dag_order
+
+    def job(name, inputs, outputs):
+        return {"job": name, "inputs": inputs, "outputs": outputs}
+
+    raw = job("synthesize_chat_data", [], ["raw/a.json"])
+    data = job("chat_data", ["raw/a.json", "amber/tokenizer.model"], ["data/c.parquet"])
+    amber = job("build_tiny_amber", ["raw/a.json"], ["amber"])
+    other = job("synthesize_data", [], ["raw/p.parquet"])
+    order = [j["job"] for j in dag_order([raw, data, amber, other])]
+    assert order == ["synthesize_chat_data", "build_tiny_amber", "chat_data", "synthesize_data"]
+    with pytest.raises(ValueError, match="cycle"):
+        dag_order([job("x", ["b"], ["a"]), job("y", ["a"], ["b"])])
+
+
+def test_every_setting_is_flattened_to_a_dotted_key_once():
+    """The crate's FormalParameters: one per leaf; a list or an empty mapping is one value."""
+    from amber_repro.provenance.crate_workflow import flat_settings
+
+    config = {"dpo": {"beta": 0.1, "tasks": ["a", "b"]}, "experiments": {}, "preset": "embedded"}
+    config["eval"] = {"safety": {"prompts": {"count": 4}}}
+    assert flat_settings(config) == {
+        "dpo.beta": 0.1,
+        "dpo.tasks": ["a", "b"],
+        "experiments": {},
+        "preset": "embedded",
+        "eval.safety.prompts.count": 4,
+    }

@@ -21,6 +21,7 @@ from amber_repro.config.resource_sections import Resources
 from amber_repro.config.sections import (
     BaseModelSettings,
     ContainerSettings,
+    CrateSettings,
     DataSettings,
     DPOSettings,
     Experiment,
@@ -63,6 +64,9 @@ class Config(Section):
     resources: Resources = Field(default_factory=Resources, description="scheduler requests")
     container: ContainerSettings = Field(
         default_factory=ContainerSettings, description="the GPU rules' image"
+    )
+    crate: CrateSettings = Field(
+        default_factory=CrateSettings, description="who the provenance crate credits"
     )
     amberchat: AmberChatSettings = Field(
         default_factory=AmberChatSettings,

@@ -217,3 +217,44 @@ class Experiment(Section):
         default_factory=dict,
         description="changes to eval.batch_size, limit, bootstrap_iters or generations",
     )
+
+
+# A person's or an organisation's name as the crate credits it: printable, one line.
+CreditName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]*$", max_length=200),
+    NOT_AN_OPTION,
+]
+# An identifier of a person or organisation: an https URL (an ORCID, ROR or home page).
+CreditId = Annotated[
+    str, StringConstraints(pattern=r"^https://[^\s\"<>\\]+$", max_length=300), NOT_AN_OPTION
+]
+
+
+class CrateSettings(Section):
+    """Who the provenance crate (results/ro-crate-metadata.json and an archive's crate) credits:
+    its author, who is also the agent of every job, and its publisher. A registry such as
+    WorkflowHub wants both; set them before publishing a run."""
+
+    author: CreditName | None = Field(
+        None,
+        description="the crate's author and the runs' agent; unset: git's user.name, else the "
+        "commit's author",
+    )
+    author_id: CreditId | None = Field(
+        None, description="the author's identifier, e.g. https://orcid.org/0000-0002-1825-0097"
+    )
+    author_affiliation: CreditName | None = Field(
+        None, description="the organisation the author works for; unset: none is named"
+    )
+    publisher: CreditName | None = Field(
+        None, description="the organisation publishing the crate; unset: none is named"
+    )
+    publisher_id: CreditId | None = Field(
+        None, description="the publisher's identifier, e.g. a https://ror.org/ URL"
+    )
+    workflow_url: CreditId | None = Field(
+        None,
+        description="where the workflow's source is published (its repository's page): the "
+        "workflow's url, and its rules' identifiers (<url>#rule-<rule>); unset: local ones",
+    )

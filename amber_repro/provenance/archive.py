@@ -20,13 +20,18 @@ The bundle (bundle_writer.py: the same run archived twice gives the same bytes):
                          from the hub, the lm-eval datasets), which the replay restores instead of
                          downloading (synthetic data it generates again); the stage records and
                          model cards, to compare the replay's with; with --with-results every output
-  wheels/                the lock as wheels (--with-wheels): the replay installs without an index
+  wheels/                the lock's files, hashes checked, and BUILD_TOOLS (--with-wheels): the
+                         replay installs without an index
   image/                 the Apptainer image (--with-image)
+  ro-crate-metadata.json the bundle as a Workflow Run Crate (bundle_crate.py: the run's crate moved
+  ro-crate-preview.html  into this layout), its preview, and README.md, what the bundle is
+  README.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import subprocess
 import sys
@@ -38,7 +43,8 @@ import yaml
 from amber_repro import __version__
 from amber_repro.config.jobs import JOBS
 from amber_repro.config.jobs import job as job_kind
-from amber_repro.provenance.bundle_checks import DIGEST_KEY, FORMAT, manifest_digest
+from amber_repro.provenance.bundle_checks import DIGEST_KEY, FORMAT, MANIFEST, manifest_digest
+from amber_repro.provenance.bundle_crate import PREVIEW, bundle_metadata, preview_html, readme
 from amber_repro.provenance.bundle_writer import Bundle, bundle_name
 from amber_repro.provenance.git_tree import ArchiveError, git, tree_state
 from amber_repro.provenance.hashing import sha256_file
@@ -48,6 +54,8 @@ from amber_repro.storage import human_bytes
 # Jobs whose outputs the bundle holds and the replay restores (jobs.py: those that fetch what the
 # run starts from, and the synthetic raw data): rule -> what they hold.
 RESTORED_RULES = {job.rule: job.restored_as for job in JOBS if job.restored}
+# What a legacy source distribution (setup.py, no pyproject.toml) asks pip for, besides setuptools.
+BUILD_TOOLS = ("wheel==0.48.0",)
 
 
 # --- members --------------------------------------------------------------------------------------
@@ -98,30 +106,18 @@ def check_run_matches_tree(crate: Crate, state: dict) -> list[str]:
 
 
 def wheelhouse(lock: Path, out: Path) -> list[str]:
-    """Every package of the lock as a wheel (`pip wheel`: a wheel from the index or the local
-    find-links as is, an sdist built into one), with its dependencies: the lock is made on CPU, and
-    a CUDA host's torch needs nvidia-* wheels the lock does not name. Plus setuptools, which
-    installing the package itself needs."""
-    from importlib.metadata import version
-
+    """Every file of the lock as pip downloads it (`pip download --require-hashes`: the very files
+    the lock's hashes name, a source distribution as it is), so that the replay installs the lock
+    from them, hashes checked, with no index. The files are the CPU set-up's (torch's CPU build);
+    a GPU replay runs in the image (--with-image). Building the lock's source distributions
+    offline takes setuptools (in the lock) and BUILD_TOOLS (not: pip fetches them unhashed when an
+    index is there; here the bundle's manifest holds their sha256)."""
     out.mkdir(parents=True)
-    pip = [sys.executable, "-m", "pip"]
-    commands = [
-        [*pip, "wheel", "-q", "-r", str(lock), "-w", str(out)],
-        [
-            *pip,
-            "download",
-            "-q",
-            "--no-deps",
-            f"setuptools=={version('setuptools')}",
-            "-d",
-            str(out),
-        ],
-    ]
-    for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(out)]
+    for what in (["--require-hashes", "-r", str(lock)], list(BUILD_TOOLS)):
+        result = subprocess.run([*command, *what], capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ArchiveError(f"{' '.join(command[1:4])} failed:\n{result.stderr[-3000:]}")
+            raise ArchiveError(f"pip download {' '.join(what)} failed:\n{result.stderr[-3000:]}")
     return sorted(p.name for p in out.iterdir())
 
 
@@ -231,10 +227,24 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
     if args.with_wheels:
         names = wheelhouse(lock, scratch / "wheels")
         bundle.add_tree("wheels", scratch / "wheels")
-        included["wheels"] = f"{len(names)} wheels of requirements.lock"
+        included["wheels"] = f"{len(names)} files of requirements.lock"
     if args.with_image:
         included["image"] = add_image(bundle, workdir, crate.config, restore)
+    add_bundle_crate(bundle, results, state["commit"], included, args.with_results)
     return finish(args, bundle, state, crate, included, restore, warnings)
+
+
+def add_bundle_crate(
+    bundle: Bundle, results: Path, commit: str, included: dict, with_results: bool
+) -> None:
+    """README.md, ro-crate-metadata.json and ro-crate-preview.html at the bundle's root: the
+    bundle as a Workflow Run Crate (bundle_crate.py)."""
+    bundle.add_bytes("README.md", readme(commit, included, with_results).encode())
+    run_crate = json.loads((results / CRATE_NAME).read_text(encoding="utf-8"))
+    metadata = bundle_metadata(run_crate, bundle.sha256 | {MANIFEST: ""}, commit)
+    text = json.dumps(metadata, indent=4, sort_keys=True, ensure_ascii=False) + "\n"
+    bundle.add_bytes(CRATE_NAME, text.encode())
+    bundle.add_bytes(PREVIEW, preview_html(metadata).encode())
 
 
 def datasets_cache(workdir: Path, config: dict, warnings: list[str]) -> dict[str, str]:

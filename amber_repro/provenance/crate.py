@@ -29,19 +29,29 @@ from pathlib import Path
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
-from amber_repro import __version__
 from amber_repro.errors import AmberError
 from amber_repro.provenance.crate_files import (
     add_file,
     add_files,
     add_outputs,
+    add_scratch,
+    as_list,
     expand,
     modified_at,
     sha256_of,
+    single_values,
+)
+from amber_repro.provenance.crate_workflow import (
+    COMPLETED,
+    LICENSE,
+    credits,
+    orchestration,
+    settings_parameters,
+    tools_and_steps,
+    workflow_entity,
 )
 from amber_repro.provenance.job_metadata import job_metadata
 from amber_repro.provenance.run_context import (
-    REPO_DIR,
     config_sha256,
     cpu_model,
     hardware,
@@ -54,10 +64,9 @@ WFRUN = "https://w3id.org/ro/terms/workflow-run"  # the Workflow Run Crate terms
 PROFILES = {
     "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",
     "https://w3id.org/ro/wfrun/workflow/0.5": "Workflow Run Crate",
+    "https://w3id.org/ro/wfrun/provenance/0.5": "Provenance Run Crate",
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
 }
-SNAKEMAKE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
-COMPLETED = "http://schema.org/CompletedActionStatus"
 RAW_DIR = "raw/pku-saferlhf"
 DATA_SOURCE = f"{RAW_DIR}/source.json"
 BASE_MODEL_SOURCES = ["base_model/amber_repro_source.json", "base_model/amber_repro.json"]
@@ -165,11 +174,10 @@ def source_entities(crate, data: dict, model: dict) -> dict:
     return found
 
 
-def add_job(crate, job: dict, results: Path, sources: dict):
-    """The CreateAction of one job: inputs, outputs (a folder as a Dataset), start and end, status,
-    log, image, and what its records (or Snakemake's) say."""
-    name, version = f"rule {job['rule']}", __version__  # the version of amber_repro
-    rule = entity(crate, f"#rule-{job['rule']}", "SoftwareApplication", name=name, version=version)
+def add_job(crate, job: dict, results: Path, sources: dict, tool, agent):
+    """The CreateAction of one job (`instrument` its rule's tool, `agent` the author): inputs,
+    outputs (a folder as a Dataset), start and end, status, log, image, and what its records (or
+    Snakemake's) say."""
     identifier = f"#job-{job['job']}"
     outputs = expand(job["outputs"], missing_ok=False)
     inputs = add_files(crate, expand(job["inputs"]), results)
@@ -181,19 +189,19 @@ def add_job(crate, job: dict, results: Path, sources: dict):
     facts = job_facts(job_records(outputs))
     if "command" not in facts and "command" in ran:
         facts["command"] = ran["command"]
-    completed = {"@id": COMPLETED} if ran.get("completed") else None
     action = entity(
         crate,
         identifier,
         "CreateAction",
         name=job["job"],
         description=f"Snakemake job {job['job']} of rule {job['rule']}",
-        instrument=rule,
+        instrument=tool,
+        agent=agent,
         object=inputs,
         result=add_outputs(crate, job["outputs"], results),
         startTime=ran.get("startTime"),
         endTime=ran.get("endTime") or modified_at(outputs),
-        actionStatus=completed,
+        actionStatus=COMPLETED if ran.get("completed") else None,
         containerImage=container_image(crate, job.get("container")),
         additionalProperty=property_values(crate, identifier, facts),
     )
@@ -202,28 +210,6 @@ def add_job(crate, job: dict, results: Path, sources: dict):
             about = {"about": action, "name": f"{kind} of {job['job']}"}
             add_file(crate, Path(job[kind]), results, about)
     return action
-
-
-def workflow_file(crate, results: Path):
-    """The Snakefile, the run's instrument and the crate's mainEntity (outside results/, so its @id
-    is a relative path that leaves the crate root, e.g. "../Snakefile")."""
-    from importlib.metadata import version
-
-    snakefile = REPO_DIR / "Snakefile"
-    url = {"@id": "https://snakemake.github.io"}
-    language = entity(crate, SNAKEMAKE, "ComputerLanguage", name="Snakemake", url=url)
-    language["version"] = version("snakemake")
-    properties = {
-        "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
-        "name": "amber-repro Snakefile",
-        "version": __version__,
-        "programmingLanguage": language,
-        "encodingFormat": "text/plain",
-    }
-    if snakefile.is_file():
-        properties["sha256"] = sha256_of(snakefile)
-    identifier = Path(os.path.relpath(snakefile, results.absolute())).as_posix()
-    return crate.add_file(dest_path=identifier, properties=properties)
 
 
 def host_hardware() -> dict:
@@ -281,7 +267,8 @@ def run_facts(config: dict, results: Path) -> dict:
 
 
 def build_crate(results: Path, jobs: list[dict], config: dict):
-    """The crate of a finished run: one action per job (DAG order), the run, the root."""
+    """The crate of a finished run: the workflow (tools, steps, settings), one action per job (DAG
+    order), the run, the engine's orchestration of it, the root."""
     crate = ROCrate(gen_preview=False, version="1.1")
     crate.metadata.extra_contexts.append(f"{WFRUN}/context")
     profiles = [
@@ -289,12 +276,19 @@ def build_crate(results: Path, jobs: list[dict], config: dict):
         for uri, name in PROFILES.items()
     ]
     crate.metadata["conformsTo"] = [{"@id": "https://w3id.org/ro/crate/1.1"}, profiles[-1]]
-    workflow = workflow_file(crate, results)
+    credit = config.get("crate", {})
+    author, publisher = credits(crate, entity, credit)
+    tools, steps = tools_and_steps(crate, entity, jobs, results, credit.get("workflow_url"))
+    parameters, settings = settings_parameters(crate, entity, config)
+    workflow = workflow_entity(
+        crate, results, author, tools, steps, parameters, credit.get("workflow_url")
+    )
     facts = run_facts(config, results)
     sources = source_entities(crate, facts.pop("data"), facts.pop("model"))
-    actions = [add_job(crate, job, results, sources) for job in jobs]
+    actions = [add_job(crate, job, results, sources, tools[job["rule"]], author) for job in jobs]
     images = {i["name"]: i["sha256"] for i in (a.get("containerImage") for a in actions) if i}
     facts["image_sha256"] = images or None  # {image: sha256} of the images jobs ran in
+    completed = all(a.get("actionStatus") == COMPLETED for a in actions)
     run = entity(
         crate,
         "#run",
@@ -302,18 +296,37 @@ def build_crate(results: Path, jobs: list[dict], config: dict):
         name="amber-repro workflow run",
         description="One run of the amber-repro Snakemake DAG; its jobs are the root's mentions",
         instrument=workflow,
-        object=[property_value(crate, "#run-config", "config", config), *sources.values()],
-        result=list({f.id: f for a in actions for f in a.get("result", [])}.values()),
+        agent=author,
+        object=[
+            property_value(crate, "#run-config", "config", config),
+            *settings,
+            *sources.values(),
+        ],
+        result=list({f.id: f for a in actions for f in as_list(a.get("result"))}.values()),
+        startTime=min(filter(None, (a.get("startTime") for a in actions)), default=None),
         endTime=max(filter(None, (a.get("endTime") for a in actions)), default=None),
+        actionStatus=COMPLETED if completed else None,
         additionalProperty=property_values(crate, "#run", facts),
     )
+    orchestration(crate, entity, run, actions, jobs, steps, author)
+    license_ = entity(crate, LICENSE["@id"], "CreativeWork", name=LICENSE["name"])
+    license_["identifier"] = LICENSE["identifier"]
     root = crate.root_dataset
     root["name"] = "amber-repro results"
-    root["description"] = "Every output of one amber-repro run (LLM360 AmberSafe reproduction)."
-    root["license"] = "amber-repro code: Apache-2.0; data and models: their sources' licenses"
+    root["description"] = (
+        "Every output of one amber-repro run (LLM360 AmberSafe reproduction). The license is the "
+        "workflow's; the data and models keep their sources' licenses."
+    )
+    root["license"] = license_
+    root["datePublished"] = run.get("endTime") or root.get("datePublished")
+    if author is not None:
+        root["author"] = author
+    if publisher is not None:
+        root["publisher"] = publisher
     root["conformsTo"] = profiles
     root["mainEntity"] = workflow
     root["mentions"] = [run, *actions]
+    add_scratch(crate, results)
     return crate
 
 
@@ -329,7 +342,7 @@ def main(args: argparse.Namespace) -> None:
         raise AmberError(f"{args.results}: no such folder")
     jobs, config = json.loads(args.jobs_json), json.loads(args.config_json)
     crate = build_crate(args.results, jobs, config)
-    write_json(args.out, crate.metadata.generate())
+    write_json(args.out, single_values(crate.metadata.generate()))
     print(f"wrote {args.out} ({len(crate.data_entities)} files, {len(jobs)} jobs)")
 
 

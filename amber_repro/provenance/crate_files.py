@@ -85,3 +85,38 @@ def modified_at(files: list[Path]) -> str | None:
         return None
     newest = max(f.stat().st_mtime for f in files)
     return datetime.fromtimestamp(newest, UTC).replace(microsecond=0).isoformat()
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def add_scratch(crate, results: Path) -> None:
+    """Files the evaluate jobs leave beside their outputs (lm-eval's copy of the preference split,
+    the datasets library's cache), and this job's own log, which is still being written: listed so
+    that every file under results/ is accounted for, not compared by a replay."""
+    folders = [*sorted(results.glob("**/.eval_work")), results / "hf_datasets"]
+    for folder in filter(Path.is_dir, folders):
+        identifier = f"{folder.relative_to(results).as_posix()}/"
+        dataset = crate.add_dataset(dest_path=identifier)
+        dataset["description"] = "working files of the evaluate jobs (not compared by a replay)"
+        dataset["hasPart"] = add_files(crate, expand([str(folder)]), results)
+    log = results / "logs" / "provenance.log"
+    if log.is_file() and crate.get(log.relative_to(results).as_posix()) is None:
+        crate.add_file(
+            dest_path=log.relative_to(results).as_posix(),
+            properties={
+                "name": "log of the job writing this crate",
+                "encodingFormat": "text/plain",
+                "description": "written while the crate is: no sha256",
+            },
+        )
+
+
+def single_values(metadata: dict) -> dict:
+    """RO-Crate 1.1 writes a property with one value as that value, not a one-element list."""
+    for item in metadata["@graph"]:
+        for key, value in item.items():
+            if key != "@type" and isinstance(value, list) and len(value) == 1:
+                item[key] = value[0]
+    return metadata
