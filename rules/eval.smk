@@ -80,7 +80,8 @@ rule generate:
         code=stage_code("generate"),
         image=image_input(),
     output:
-        f"{EVAL_DIR}/generations.md",
+        markdown=f"{EVAL_DIR}/generations.md",
+        record=f"{EVAL_DIR}/generations.md.record.json",
     log:
         "results/logs/generate.log",
     benchmark:
@@ -97,7 +98,7 @@ rule generate:
         flags=stage_flags("eval.generations", "reproducibility"),
     shell:
         "HF_HUB_OFFLINE=1 python -m amber_repro generate {params.models} --pairs {input.pairs} "
-        "{params.flags} --out {output} > {log} 2>&1"
+        "{params.flags} --out {output.markdown} --record {output.record} > {log} 2>&1"
 
 
 rule report_figures:
@@ -122,6 +123,7 @@ rule report_figures:
             caption="captions/eval_table.rst",
             category="Evaluation",
         ),
+        record=f"{EVAL_DIR}/report/figures.record.json",
     log:
         "results/logs/report_figures.log",
     conda:
@@ -129,4 +131,5 @@ rule report_figures:
     shell:
         "python -m amber_repro plots --sft-metrics {input.sft}/metrics.jsonl "
         "--dpo-metrics {input.dpo}/metrics.jsonl --eval-json {input.eval_json} "
-        "--sft-plot {output.sft} --dpo-plot {output.dpo} --eval-table {output.table} > {log} 2>&1"
+        "--sft-plot {output.sft} --dpo-plot {output.dpo} --eval-table {output.table} "
+        "--record {output.record} > {log} 2>&1"

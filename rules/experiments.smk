@@ -62,7 +62,8 @@ use rule generate as generate_experiment with:
         code=stage_code("generate"),
         image=image_input(),
     output:
-        f"{EXPERIMENTS_DIR}/{{experiment}}/generations.md",
+        markdown=f"{EXPERIMENTS_DIR}/{{experiment}}/generations.md",
+        record=f"{EXPERIMENTS_DIR}/{{experiment}}/generations.md.record.json",
     log:
         "results/logs/experiments/{experiment}/generate.log",
     benchmark:

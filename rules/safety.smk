@@ -42,7 +42,8 @@ rule safety_answers:
     input:
         unpack(safety_answer_inputs),
     output:
-        SAFETY_ANSWERS,
+        answers=SAFETY_ANSWERS,
+        record=f"{SAFETY_ANSWERS}.record.json",
     log:
         "results/logs/safety_answers.log",
     benchmark:
@@ -63,7 +64,8 @@ rule safety_answers:
         ),
     shell:
         "HF_HUB_OFFLINE=1 python -m amber_repro safety-answers {params.models} "
-        "--prompts {input.prompts} {params.flags} --out {output} > {log} 2>&1"
+        "--prompts {input.prompts} {params.flags} --out {output.answers} "
+        "--record {output.record} > {log} 2>&1"
 
 
 rule safety_judge:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from conftest import REPO, snakemake_env
 
+import amber_repro
 from amber_repro.errors import AmberError
 from amber_repro.provenance import crate as crate_stage
 
@@ -240,15 +241,17 @@ def test_jobs_are_mentioned_in_dag_order_with_their_commands(pipeline, crate, ou
     assert recorded["command"] == shlex.join(record["command"])
     assert json.loads(recorded["software"]) == record["software"]
     assert recorded["seed"] == record["settings"]["seed"]
-    # Every job's times and status come from Snakemake's record of it; a stage that writes no
-    # record of its own gets the shell command Snakemake ran.
+    # Every job's times and status come from Snakemake's record of it; every job has a command,
+    # software and run context, the stages whose outputs hold no record from <output>.record.json.
     for job in jobs:
         assert job["actionStatus"] == "http://schema.org/CompletedActionStatus", job
         assert job["startTime"] <= job["endTime"], job["name"]
     for name in ("generate", "safety_answers", "report_figures"):
-        command = crate.job_properties(crate[f"#job-{name}"])["command"]
+        facts = crate.job_properties(crate[f"#job-{name}"])
         stage = {"safety_answers": "safety-answers", "report_figures": "plots"}.get(name, name)
-        assert f"python -m amber_repro {stage} " in command, command
+        assert f"python -m amber_repro {stage} " in facts["command"], facts
+        assert json.loads(facts["software"])["amber_repro"] == amber_repro.__version__
+        assert json.loads(facts["run_context"])["git_commit"] == record["run"]["git_commit"]
     # The safety judge's record is verdicts.json.
     verdicts = json.loads((pipeline.path / "results/ambersafe/safety/verdicts.json").read_text())
     judge = crate.job_properties(crate["#job-safety_judge"])

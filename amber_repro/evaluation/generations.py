@@ -11,6 +11,7 @@ import torch
 from amber_repro.config.cli import add_settings_arguments
 from amber_repro.config.eval_sections import GenerationSettings
 from amber_repro.config.sections import Reproducibility
+from amber_repro.provenance.run_context import write_job_record
 from amber_repro.storage import atomic_write_text
 from amber_repro.training.runtime import load_model, load_tokenizer, processes, set_kernels
 
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_settings_arguments(parser, GenerationSettings, Reproducibility)
     parser.add_argument("--out", type=Path, required=True, help="a Markdown file")
+    parser.add_argument("--record", type=Path, help="where to write the job's record (JSON)")
 
 
 def main(args: argparse.Namespace, generation: GenerationSettings, repro: Reproducibility) -> None:
@@ -85,4 +87,6 @@ def main(args: argparse.Namespace, generation: GenerationSettings, repro: Reprod
         lines += [f"## Prompt {index + 1}", "", f"> {prompt}", ""]
         lines += [f"**{name}:** {answers[name][index] or '(empty)'}" + "\n" for name in models]
     atomic_write_text(args.out, "\n".join(lines))
+    if args.record:
+        write_job_record(args.record, settings=generation.model_dump(mode="json"))
     print(f"wrote {len(prompts)} prompts x {len(models)} models to {args.out}")

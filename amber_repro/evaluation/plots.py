@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 import matplotlib.pyplot as plt
 
+from amber_repro.provenance.run_context import write_job_record
 from amber_repro.storage import atomic_write_text, read_json
 
 
@@ -160,6 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sft-plot", type=Path, required=True)
     parser.add_argument("--dpo-plot", type=Path, required=True)
     parser.add_argument("--eval-table", type=Path, required=True)
+    parser.add_argument("--record", type=Path, help="where to write the job's record (JSON)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -168,4 +170,6 @@ def main(args: argparse.Namespace) -> None:
         args.dpo_metrics, ["loss", "rewards/accuracies", "rewards/margins"], "DPO", args.dpo_plot
     )
     eval_table(args.eval_json, args.eval_table)
+    if args.record:
+        write_job_record(args.record)
     print(f"wrote {args.sft_plot}, {args.dpo_plot}, {args.eval_table}")

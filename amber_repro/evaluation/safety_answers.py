@@ -18,6 +18,7 @@ from amber_repro.config.eval_sections import SafetyPrompts, SafetySettings
 from amber_repro.config.sections import Reproducibility
 from amber_repro.errors import DataError
 from amber_repro.evaluation.generations import generate
+from amber_repro.provenance.run_context import write_job_record
 from amber_repro.storage import atomic_path
 from amber_repro.training.runtime import set_kernels
 
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         Reproducibility,
     )
     parser.add_argument("--out", type=Path, required=True, help="answers parquet")
+    parser.add_argument("--record", type=Path, help="where to write the job's record (JSON)")
 
 
 def main(
@@ -69,4 +71,7 @@ def main(
     )
     with atomic_path(args.out) as tmp:
         frame.write_parquet(tmp)
+    if args.record:
+        settings = {"count": prompts_settings.count, "max_new_tokens": safety.max_new_tokens}
+        write_job_record(args.record, settings=settings)
     print(f"wrote {len(prompts)} prompts x {len(args.model)} models to {args.out}")

@@ -52,6 +52,7 @@ from amber_repro.provenance.crate_workflow import (
 )
 from amber_repro.provenance.job_metadata import job_metadata
 from amber_repro.provenance.run_context import (
+    RECORD_SUFFIX,
     config_sha256,
     cpu_model,
     hardware,
@@ -88,11 +89,15 @@ def read_record(path: Path) -> dict:
 
 
 def job_records(outputs: list[Path]) -> list[dict]:
-    """The records among a job's outputs (ref_logps/{split}.json is the ref-logps one)."""
+    """The records among a job's outputs (ref_logps/{split}.json is the ref-logps one; a stage
+    whose outputs hold none writes <output>.record.json)."""
     return [
         read_record(f)
         for f in outputs
-        if f.suffix == ".json" and (f.name in RECORD_NAMES or f.parent.name == "ref_logps")
+        if f.suffix == ".json"
+        and (
+            f.name in RECORD_NAMES or f.name.endswith(RECORD_SUFFIX) or f.parent.name == "ref_logps"
+        )
     ]
 
 

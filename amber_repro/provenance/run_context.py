@@ -160,3 +160,22 @@ def hardware() -> dict:
             for i in range(torch.cuda.device_count())
         ]
     return found
+
+
+RECORD_SUFFIX = ".record.json"  # the record of a stage whose outputs cannot hold one
+
+
+def write_job_record(path: Path, **facts) -> None:
+    """The record of a stage whose outputs are for people (Markdown, figures) or plain data:
+    its command line, software, GPU numerics and run context, what the provenance crate reads
+    for its job (named <output>.record.json beside the output)."""
+    from amber_repro.storage import write_json
+
+    record = {
+        "command": command_line(),
+        "software": software_versions(),
+        "kernels": kernel_settings(),
+        "run": run_context(),
+        **facts,
+    }
+    write_json(path, record)
