@@ -353,4 +353,5 @@ def main(args: argparse.Namespace) -> None:
             f"{args.tolerance}; first: {failed[0].artifact} (job {failed[0].job})"
         )
     mode = "match" if args.tolerance is None else f"match within {args.tolerance}"
-    print(f"reproduced: all {len(compared)} compared artifacts {mode} ({records} records listed)")
+    listed = f" ({records} listed, not compared)" if records else ""
+    print(f"reproduced: all {len(compared)} compared artifacts {mode}{listed}")
