@@ -176,32 +176,33 @@ def train(
     every = evaluation_steps(settings.eval_every, settings.batch_size) if evaluate else 0
     if evaluate and run.start_step == 0 and settings.do_first_eval:
         run.metrics.log(0, evaluate(run.model))
-    progress = tqdm(
+    step, tokens, started, final_eval = run.start_step, 0, time.perf_counter(), None
+    batches = training_batches(
+        shuffle, groups, settings.batch_size, settings.seed, settings.n_epochs, run.start_step
+    )
+    # Closed however the loop ends (a NaN loss, a signal's checkpoint-and-exit), so the bar is
+    # written where the stage's output goes then, not by the garbage collector at exit.
+    with tqdm(
         total=total,
         initial=run.start_step,
         desc=run.stage,
         unit="step",
         mininterval=5,
         disable=not run.procs.is_main,
-    )
-    step, tokens, started, final_eval = run.start_step, 0, time.perf_counter(), None
-    batches = training_batches(
-        shuffle, groups, settings.batch_size, settings.seed, settings.n_epochs, run.start_step
-    )
-    for step, indices in batches:
-        if step >= total:
-            break
-        logged, step_tokens = optimizer_step_of(run, settings, micro_step, indices, step)
-        tokens += step_tokens
-        if evaluate and (evaluates_before(step + 1, every, True) or step + 1 == total):
-            held_out = evaluate(run.model)
-            logged.update(held_out)
-            final_eval = held_out if step + 1 == total else None
-        run.metrics.log(step + 1, logged)
-        progress.update(1)
-        run.checkpoints.after_step(step + 1)
-        step += 1
-    progress.close()
+    ) as progress:
+        for step, indices in batches:
+            if step >= total:
+                break
+            logged, step_tokens = optimizer_step_of(run, settings, micro_step, indices, step)
+            tokens += step_tokens
+            if evaluate and (evaluates_before(step + 1, every, True) or step + 1 == total):
+                held_out = evaluate(run.model)
+                logged.update(held_out)
+                final_eval = held_out if step + 1 == total else None
+            run.metrics.log(step + 1, logged)
+            progress.update(1)
+            run.checkpoints.after_step(step + 1)
+            step += 1
     run.metrics.close()
     seconds = time.perf_counter() - started
     if evaluate and final_eval is None:  # resumed at the last step, so the loop ran no step
