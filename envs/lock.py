@@ -61,20 +61,20 @@ def pypi_hashes(name: str, version: str) -> set[str]:
     with urllib.request.urlopen(request, timeout=60) as response:
         files = json.load(response)["files"]
     wanted = Version(version)
-    return {
-        f["hashes"]["sha256"]
-        for f in files
-        if "sha256" in f.get("hashes", {}) and file_version(f["filename"]) == wanted
-    }
+    parsed = {f["hashes"].get("sha256"): parse_file_name(f["filename"]) for f in files}
+    return {digest for digest, found in parsed.items() if digest and found and found[1] == wanted}
 
 
-def file_version(filename: str) -> Version | None:
+def parse_file_name(filename: str) -> tuple[str, Version] | None:
+    """(canonical project name, version) of a wheel or sdist file name; None for another file."""
     try:
         if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[1]
-        return parse_sdist_filename(filename)[1]
+            name, version = parse_wheel_filename(filename)[:2]
+        else:
+            name, version = parse_sdist_filename(filename)
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
         return None
+    return canonicalize_name(name), version
 
 
 def picked_hashes(pins: dict[str, str]) -> tuple[dict[str, set[str]], set[str]]:
@@ -90,18 +90,11 @@ def picked_hashes(pins: dict[str, str]) -> tuple[dict[str, set[str]], set[str]]:
         for path in Path(folder).iterdir():
             if path.name == "pins.txt":
                 continue
-            name = canonical_file_name(path.name)
+            name, version = parse_file_name(path.name)
             found.setdefault(name, set()).add(sha256_file(path))
-            if (file_version(path.name) or Version("0")).local:
+            if version.local:
                 local_builds.add(name)
     return found, local_builds
-
-
-def canonical_file_name(filename: str) -> str:
-    """The canonical project name of a wheel or sdist file name."""
-    if filename.endswith(".whl"):
-        return canonicalize_name(parse_wheel_filename(filename)[0])
-    return canonicalize_name(parse_sdist_filename(filename)[0])
 
 
 def lock_text(header: list[str], pins: dict[str, str], hashes: dict[str, set[str]]) -> str:

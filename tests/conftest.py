@@ -63,6 +63,19 @@ def checkpoint_key(tmp_path_factory):
         os.environ["AMBER_REPRO_KEY_FILE"] = saved
 
 
+def git(repo: Path, *args: str) -> str:
+    """git in `repo`, with an author of its own (the machine may have none configured)."""
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """Make `repo` a git checkout whose one commit holds every file there (a user's clone)."""
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
 def snakemake_env() -> dict[str, str]:
     """The environment jobs run in: this interpreter's bin first, offline, one thread per job."""
     env = dict(os.environ)

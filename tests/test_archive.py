@@ -24,16 +24,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Workdir, scheduled_jobs, snakemake_env
+from conftest import REPO, Workdir, commit_all, git, scheduled_jobs, snakemake_env
 from processes import run
 
 VENV = Path(sys.prefix)
 RAW_TRAIN = "results/raw/pku-saferlhf/train.parquet"
-
-
-def git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
 
 
 def make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,9 +46,7 @@ def checkout(quick_pipeline, tmp_path_factory) -> Path:
     shutil.copytree(quick_pipeline.path, path, symlinks=True)  # mtimes kept: nothing to rerun
     for name in (".gitignore", "Makefile"):
         shutil.copy2(REPO / name, path / name)
-    git(path, "init", "-q")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "the workflow as run")
+    commit_all(path, "the workflow as run")
     workdir = Workdir.existing(path)
     (path / "results" / "ro-crate-metadata.json").unlink()
     workdir.snakemake("results/ro-crate-metadata.json")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Workdir, scheduled_jobs
+from conftest import REPO, Workdir, commit_all, scheduled_jobs
 from crate_validation import validate
 from processes import run
 
@@ -40,11 +39,6 @@ CREDITS = {
 MAIN_WORKFLOW_ID_CHECK = "process-run-crate-0.5_5.1"
 
 
-def git(repo: Path, *args: str) -> str:
-    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def unpacked(quick_pipeline, tmp_path_factory) -> Path:
     """A plain bundle of the quick run, credited as CREDITS say, unpacked."""
@@ -54,9 +48,7 @@ def unpacked(quick_pipeline, tmp_path_factory) -> Path:
     workdir = Workdir.existing(path)
     config = yaml.safe_load((path / "config" / "config.yaml").read_text())
     workdir.write_config({**config, "crate": CREDITS})
-    git(path, "init", "-q")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "the workflow as run, credited")
+    commit_all(path, "the workflow as run, credited")
     assert set(scheduled_jobs(workdir.snakemake("-n").stdout)) == {"provenance", "all"}
     workdir.snakemake()
     archived = run(

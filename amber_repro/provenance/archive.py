@@ -230,18 +230,17 @@ def build(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict]:
         included["wheels"] = f"{len(names)} files of requirements.lock"
     if args.with_image:
         included["image"] = add_image(bundle, workdir, crate.config, restore)
-    add_bundle_crate(bundle, results, state["commit"], included, args.with_results)
+    add_bundle_crate(bundle, crate, state["commit"], included, args.with_results)
     return finish(args, bundle, state, crate, included, restore, warnings)
 
 
 def add_bundle_crate(
-    bundle: Bundle, results: Path, commit: str, included: dict, with_results: bool
+    bundle: Bundle, crate: Crate, commit: str, included: dict, with_results: bool
 ) -> None:
     """README.md, ro-crate-metadata.json and ro-crate-preview.html at the bundle's root: the
-    bundle as a Workflow Run Crate (bundle_crate.py)."""
+    bundle as a Workflow Run Crate (bundle_crate.py), from the run's crate."""
     bundle.add_bytes("README.md", readme(commit, included, with_results).encode())
-    run_crate = json.loads((results / CRATE_NAME).read_text(encoding="utf-8"))
-    metadata = bundle_metadata(run_crate, bundle.sha256 | {MANIFEST: ""}, commit)
+    metadata = bundle_metadata(crate.metadata, bundle.sha256 | {MANIFEST: ""}, commit)
     text = json.dumps(metadata, indent=4, sort_keys=True, ensure_ascii=False) + "\n"
     bundle.add_bytes(CRATE_NAME, text.encode())
     bundle.add_bytes(PREVIEW, preview_html(metadata).encode())

@@ -21,6 +21,7 @@ from rocrate.model.preview import Preview
 from rocrate.rocrate import ROCrate
 
 from amber_repro.provenance.bundle_checks import MANIFEST
+from amber_repro.provenance.crate_files import encoding_format
 from amber_repro.provenance.verify import CRATE_NAME
 
 PREVIEW = "ro-crate-preview.html"
@@ -77,12 +78,7 @@ def member_entity(name: str, sha256: dict[str, str]) -> dict:
         entity["description"] = DESCRIPTIONS[name]
     if name != MANIFEST:  # it holds the others' hashes, not its own
         entity["sha256"] = sha256[name]
-    if name.endswith((".md",)):
-        entity["encodingFormat"] = "text/markdown"
-    elif name.endswith((".yaml", ".lock", ".diff", ".commit")):
-        entity["encodingFormat"] = "text/plain"
-    elif name.endswith(".json"):
-        entity["encodingFormat"] = "application/json"
+    entity["encodingFormat"] = encoding_format(name)
     return entity
 
 

@@ -26,7 +26,6 @@ import shlex
 import shutil
 from pathlib import Path
 
-from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from amber_repro.errors import AmberError
@@ -36,6 +35,7 @@ from amber_repro.provenance.crate_files import (
     add_outputs,
     add_scratch,
     as_list,
+    entity,
     expand,
     modified_at,
     sha256_of,
@@ -128,12 +128,6 @@ def first_record(results: Path, names: list[str]) -> dict:
 
 
 # --- entities -------------------------------------------------------------------------------------
-
-
-def entity(crate, identifier: str, type_: str | list[str], **properties):
-    """A contextual entity; properties that are None or empty are left out."""
-    kept = {k: v for k, v in properties.items() if v is not None and v != []}
-    return crate.add(ContextEntity(crate, identifier, properties={"@type": type_, **kept}))
 
 
 def property_value(crate, identifier: str, name: str, value):
@@ -271,6 +265,12 @@ def run_facts(config: dict, results: Path) -> dict:
 # --- the crate ------------------------------------------------------------------------------------
 
 
+def datasets_cache(config: dict, results: Path) -> Path | None:
+    """config eval.datasets_cache, relative to the working directory (results/'s parent)."""
+    cache = config.get("eval", {}).get("datasets_cache")
+    return None if cache is None else results.absolute().parent / cache
+
+
 def build_crate(results: Path, jobs: list[dict], config: dict):
     """The crate of a finished run: the workflow (tools, steps, settings), one action per job (DAG
     order), the run, the engine's orchestration of it, the root."""
@@ -282,9 +282,9 @@ def build_crate(results: Path, jobs: list[dict], config: dict):
     ]
     crate.metadata["conformsTo"] = [{"@id": "https://w3id.org/ro/crate/1.1"}, profiles[-1]]
     credit = config.get("crate", {})
-    author, publisher = credits(crate, entity, credit)
-    tools, steps = tools_and_steps(crate, entity, jobs, results, credit.get("workflow_url"))
-    parameters, settings = settings_parameters(crate, entity, config)
+    author, publisher = credits(crate, credit)
+    tools, steps = tools_and_steps(crate, jobs, results, credit.get("workflow_url"))
+    parameters, settings = settings_parameters(crate, config)
     workflow = workflow_entity(
         crate, results, author, tools, steps, parameters, credit.get("workflow_url")
     )
@@ -313,7 +313,7 @@ def build_crate(results: Path, jobs: list[dict], config: dict):
         actionStatus=COMPLETED if completed else None,
         additionalProperty=property_values(crate, "#run", facts),
     )
-    orchestration(crate, entity, run, actions, jobs, steps, author)
+    orchestration(crate, run, actions, jobs, steps, author)
     license_ = entity(crate, LICENSE["@id"], "CreativeWork", name=LICENSE["name"])
     license_["identifier"] = LICENSE["identifier"]
     root = crate.root_dataset
@@ -331,7 +331,7 @@ def build_crate(results: Path, jobs: list[dict], config: dict):
     root["conformsTo"] = profiles
     root["mainEntity"] = workflow
     root["mentions"] = [run, *actions]
-    add_scratch(crate, results)
+    add_scratch(crate, results, datasets_cache(config, results))
     return crate
 
 

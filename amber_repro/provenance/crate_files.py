@@ -1,5 +1,6 @@
-"""The files of a crate (amber_repro/provenance/crate.py): File entities with sha256, size and
-format, a job's outputs (a folder as a Dataset of its files), modification times."""
+"""The entities of a crate (amber_repro/provenance/crate.py): contextual entities, File entities
+with sha256, size and format, a job's outputs (a folder as a Dataset of its files), modification
+times."""
 
 from __future__ import annotations
 
@@ -9,12 +10,27 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rocrate.model.contextentity import ContextEntity
+
 from amber_repro.errors import AmberError
 from amber_repro.provenance.hashing import sha256_file
 from amber_repro.provenance.verify import SNAKEMAKE_BOOKKEEPING
 
 FORMATS = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl"}
 FORMATS |= {".log": "text/plain", ".tsv": "text/tab-separated-values"}
+# A bundle's own members (bundle_crate.py): the lock, the commit object, the diff, config files.
+FORMATS |= dict.fromkeys((".lock", ".commit", ".diff", ".yaml"), "text/plain")
+
+
+def entity(crate, identifier: str, type_: str | list[str], **properties):
+    """A contextual entity; properties that are None or empty are left out."""
+    kept = {k: v for k, v in properties.items() if v is not None and v != []}
+    return crate.add(ContextEntity(crate, identifier, properties={"@type": type_, **kept}))
+
+
+def encoding_format(name: str) -> str:
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    return FORMATS.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 @functools.cache
@@ -51,8 +67,7 @@ def add_file(crate, path: Path, results: Path, properties: dict | None = None):
         return None
     if crate.get(identifier) is None:
         facts = {"sha256": sha256_of(path), "contentSize": str(path.stat().st_size)}
-        guessed = mimetypes.guess_type(path.name)[0]
-        facts["encodingFormat"] = FORMATS.get(path.suffix) or guessed or "application/octet-stream"
+        facts["encodingFormat"] = encoding_format(path.name)
         crate.add_file(dest_path=identifier, properties={**facts, **(properties or {})})
     return crate.get(identifier)
 
@@ -91,14 +106,17 @@ def as_list(value) -> list:
     return value if isinstance(value, list) else [] if value is None else [value]
 
 
-def add_scratch(crate, results: Path) -> None:
+def add_scratch(crate, results: Path, datasets_cache: Path | None) -> None:
     """Files the evaluate jobs leave beside their outputs (lm-eval's copy of the preference split,
-    the datasets library's cache), and this job's own log, which is still being written: listed so
-    that every file under results/ is accounted for, not compared by a replay."""
-    folders = [*sorted(results.glob("**/.eval_work")), results / "hf_datasets"]
+    the datasets library's cache, config eval.datasets_cache, when it lies under results/), and
+    this job's own log, which is still being written: listed so that every file under results/ is
+    accounted for, not compared by a replay."""
+    folders = [*sorted(results.glob("**/.eval_work")), *filter(None, [datasets_cache])]
     for folder in filter(Path.is_dir, folders):
-        identifier = f"{folder.relative_to(results).as_posix()}/"
-        dataset = crate.add_dataset(dest_path=identifier)
+        identifier = crate_id(folder, results)
+        if identifier is None:  # a datasets cache outside results/
+            continue
+        dataset = crate.add_dataset(dest_path=f"{identifier}/")
         dataset["description"] = "working files of the evaluate jobs (not compared by a replay)"
         dataset["hasPart"] = add_files(crate, expand([str(folder)]), results)
     log = results / "logs" / "provenance.log"

@@ -23,13 +23,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 from amber_repro import __version__
-from amber_repro.provenance.crate_files import sha256_of
+from amber_repro.provenance.crate_files import entity, sha256_of
 from amber_repro.provenance.git_tree import ArchiveError, git
 from amber_repro.provenance.run_context import REPO_DIR
 
 SNAKEMAKE_LANGUAGE = "https://w3id.org/workflowhub/workflow-ro-crate#snakemake"
 SNAKEMAKE_ENGINE = "https://snakemake.github.io"
 BIOSCHEMAS_WORKFLOW = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
+BIOSCHEMAS_PARAMETER = "https://bioschemas.org/profiles/FormalParameter/1.0-RELEASE"
 COMPLETED = "http://schema.org/CompletedActionStatus"  # a string, as the profiles check it
 LICENSE = {
     "@id": "https://spdx.org/licenses/Apache-2.0",
@@ -66,7 +67,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "unnamed"
 
 
-def credits(crate, entity, settings: dict) -> tuple:
+def credits(crate, settings: dict) -> tuple:
     """The author (a Person) and the publisher (an Organization), or None where unknown."""
     name, email = settings.get("author"), None
     if not name:  # git's identity, with its email (a configured author has only author_id)
@@ -76,18 +77,18 @@ def credits(crate, entity, settings: dict) -> tuple:
         mailbox = f"mailto:{email}" if email else None
         identifier = settings.get("author_id") or mailbox or f"#person-{slug(name)}"
         author = entity(crate, identifier, "Person", name=name, email=email)
-    publisher = organization(crate, entity, settings.get("publisher"), settings.get("publisher_id"))
+    publisher = organization(crate, settings.get("publisher"), settings.get("publisher_id"))
     affiliation = settings.get("author_affiliation")
     if publisher is not None and affiliation == publisher["name"]:
         affiliation = publisher  # the same organisation, with its identifier
     else:
-        affiliation = organization(crate, entity, affiliation, None)
+        affiliation = organization(crate, affiliation, None)
     if author is not None and affiliation is not None:
         author["affiliation"] = affiliation
     return author, publisher
 
 
-def organization(crate, entity, name: str | None, identifier: str | None):
+def organization(crate, name: str | None, identifier: str | None):
     if not name:
         return None
     url = {"@id": identifier} if identifier else None
@@ -108,7 +109,7 @@ def flat_settings(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def settings_parameters(crate, entity, config: dict) -> tuple[list, list]:
+def settings_parameters(crate, config: dict) -> tuple[list, list]:
     """The workflow's inputs (a FormalParameter per setting) and the run's values of them."""
     parameters, values = [], []
     for key, value in flat_settings(config).items():
@@ -121,22 +122,21 @@ def settings_parameters(crate, entity, config: dict) -> tuple[list, list]:
             additionalType=kind,
             valueRequired="False",
             description="a config setting (docs/settings.md)",
+            conformsTo={"@id": BIOSCHEMAS_PARAMETER},
         )
-        parameter["conformsTo"] = {
-            "@id": "https://bioschemas.org/profiles/FormalParameter/1.0-RELEASE"
-        }
         if isinstance(value, list | dict) or value is None:
             value = json.dumps(value, sort_keys=True, ensure_ascii=False)
-        pv = entity(crate, f"#run-setting-{key}", "PropertyValue", name=key)
-        pv["exampleOfWork"] = parameter
-        pv["value"] = value
+        pv = entity(
+            crate, f"#run-setting-{key}", "PropertyValue", name=key, exampleOfWork=parameter
+        )
+        pv["value"] = value  # set apart: entity() leaves out None and empty values
         parameters.append(parameter)
         values.append(pv)
     return parameters, values
 
 
 def tools_and_steps(
-    crate, entity, jobs: list[dict], results: Path, workflow_url: str | None
+    crate, jobs: list[dict], results: Path, workflow_url: str | None
 ) -> tuple[dict, dict]:
     """rule -> its tool (SoftwareApplication: "<workflow_url>#rule-<rule>", or "#rule-<rule>"
     when the workflow has no published address) and rule -> its HowToStep, in DAG order."""
@@ -172,14 +172,13 @@ def workflow_entity(
     crate, results: Path, author, tools: dict, steps: dict, inputs: list, url: str | None
 ):
     """The Snakefile: the crate's mainEntity and the run's instrument."""
-    language = crate.get(SNAKEMAKE_LANGUAGE) or crate.add_jsonld(
-        {
-            "@id": SNAKEMAKE_LANGUAGE,
-            "@type": "ComputerLanguage",
-            "name": "Snakemake",
-            "url": {"@id": SNAKEMAKE_ENGINE},
-            "version": version("snakemake"),
-        }
+    language = entity(
+        crate,
+        SNAKEMAKE_LANGUAGE,
+        "ComputerLanguage",
+        name="Snakemake",
+        url={"@id": SNAKEMAKE_ENGINE},
+        version=version("snakemake"),
     )
     properties = {
         "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
@@ -202,7 +201,7 @@ def workflow_entity(
     return repo_file(crate, results, "Snakefile", properties)
 
 
-def engine(crate, entity):
+def engine(crate):
     """Snakemake, the engine that ran the jobs."""
     return entity(
         crate,
@@ -214,7 +213,7 @@ def engine(crate, entity):
     )
 
 
-def orchestration(crate, entity, run, actions: list, jobs: list[dict], steps: dict, author):
+def orchestration(crate, run, actions: list, jobs: list[dict], steps: dict, author):
     """The engine's OrganizeAction and a ControlAction per job (its step, its CreateAction)."""
     controls = [
         entity(
@@ -233,7 +232,7 @@ def orchestration(crate, entity, run, actions: list, jobs: list[dict], steps: di
         "#organize",
         "OrganizeAction",
         name="Snakemake's run of the DAG",
-        instrument=engine(crate, entity),
+        instrument=engine(crate),
         object=controls,
         result=run,
         agent=author,

@@ -172,7 +172,8 @@ class Crate:
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            graph = json.loads(self.path.read_text(encoding="utf-8"))["@graph"]
+            self.metadata = json.loads(self.path.read_text(encoding="utf-8"))
+            graph = self.metadata["@graph"]
         except (OSError, ValueError, KeyError) as error:
             raise VerifyError(f"{path}: not a readable RO-Crate ({error})") from None
         self.entities = {entity["@id"]: entity for entity in graph}
